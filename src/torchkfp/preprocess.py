@@ -1,0 +1,130 @@
+"""Stage 2: validate the dataset, fit the transform on the training split, and write
+training-ready tensors for every split.
+
+Outputs: a transform artifact (``transform.json``) and a features artifact holding
+``<split>.pt`` = {"x_num": float32 [N, F], "x_cat": int64 [N, C], "y": float32 [N]}.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torchkfp import artifacts
+from torchkfp.config import Config
+from torchkfp.ingest import KIND as DATASET_KIND
+from torchkfp.ingest import SPLITS, DataValidationError, read_split
+from torchkfp.transform import FittedTransform, fit
+
+TRANSFORM_KIND = "transform"
+FEATURES_KIND = "features"
+TRANSFORM_FILE = "transform.json"
+
+
+@dataclass
+class PreprocessResult:
+    transform_path: str
+    features_path: str
+    rows: dict[str, int]
+    positive_rate: dict[str, float]
+    seconds: float
+
+
+def preprocess(
+    cfg: Config,
+    dataset_dir: str | os.PathLike,
+    transform_dir: str | os.PathLike,
+    features_dir: str | os.PathLike,
+) -> PreprocessResult:
+    t0 = time.perf_counter()
+    ds_meta = artifacts.require(dataset_dir, DATASET_KIND)
+    d = cfg.data
+    columns = [d.label, *d.numeric_features, *d.categorical_features]
+    frames = {}
+    for split in SPLITS:
+        table = read_split(dataset_dir, split)
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise DataValidationError(
+                f"dataset {str(dataset_dir)!r} lacks column(s) {missing}; "
+                "re-run ingestion or fix data.*_features/label in the config"
+            )
+        frames[split] = table.select(columns).to_pandas()
+    train = frames["train"]
+    if len(train) == 0:
+        raise DataValidationError("the training split is empty; widen the data date range")
+    y = train[d.label]
+    if y.isna().any():
+        raise DataValidationError(f"label {d.label!r} has {int(y.isna().sum())} missing values")
+    classes = sorted(set(y.unique().tolist()))
+    if not set(classes) <= {0, 1}:
+        raise DataValidationError(f"label {d.label!r} must be 0/1, found values {classes[:10]}")
+    if len(classes) < 2:
+        raise DataValidationError(
+            f"label {d.label!r} has a single class ({classes[0]}) in the training split: "
+            "nothing to learn; widen the date range or check the label definition"
+        )
+
+    tf = fit(
+        train,
+        label=d.label,
+        numeric_features=d.numeric_features,
+        categorical_features=d.categorical_features,
+        min_category_count=cfg.preprocess.min_category_count,
+        max_vocab_size=cfg.preprocess.max_vocab_size,
+    )
+    tdir = artifacts.begin(transform_dir)
+    tf.save(tdir / TRANSFORM_FILE)
+    artifacts.commit(
+        tdir,
+        TRANSFORM_KIND,
+        {
+            "fitted_on": "train",
+            "num_numeric_inputs": tf.num_numeric_inputs,
+            "cardinalities": tf.cardinalities,
+            "data_fingerprint": ds_meta["fingerprint"],
+        },
+    )
+
+    fdir = artifacts.begin(features_dir)
+    rows, pos = {}, {}
+    for split, df in frames.items():
+        arrays = tf.transform(df)
+        yy = tf.labels(df)
+        torch.save(
+            {
+                "x_num": torch.from_numpy(arrays["x_num"]),
+                "x_cat": torch.from_numpy(arrays["x_cat"]),
+                "y": torch.from_numpy(yy),
+            },
+            fdir / f"{split}.pt",
+        )
+        rows[split] = int(len(df))
+        pos[split] = float(np.mean(yy)) if len(yy) else float("nan")
+    artifacts.commit(
+        fdir,
+        FEATURES_KIND,
+        {
+            "rows": rows,
+            "positive_rate": pos,
+            "num_numeric_inputs": tf.num_numeric_inputs,
+            "cardinalities": tf.cardinalities,
+            "data_fingerprint": ds_meta["fingerprint"],
+        },
+    )
+    return PreprocessResult(str(tdir), str(fdir), rows, pos, time.perf_counter() - t0)
+
+
+def load_transform(transform_dir: str | os.PathLike) -> FittedTransform:
+    artifacts.require(transform_dir, TRANSFORM_KIND)
+    return FittedTransform.load(Path(transform_dir) / TRANSFORM_FILE)
+
+
+def load_features(features_dir: str | os.PathLike, split: str) -> dict[str, torch.Tensor]:
+    artifacts.require(features_dir, FEATURES_KIND)
+    return torch.load(Path(features_dir) / f"{split}.pt", weights_only=True)

@@ -1,0 +1,148 @@
+"""The fitted preprocessing transform: fitted on the training split only, saved as JSON, and
+applied unchanged by the trainer, the evaluator, batch prediction and the HTTP predictor.
+
+- numeric features: standardized with the training mean/std; a missing value becomes 0 (the
+  mean) and, for features that had missing values in training, a 0/1 "is missing" column.
+- categorical features: a vocabulary of training values (most frequent first, min count, max
+  size); index 0 is the bucket for unknown, rare and missing values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+VERSION = 1
+
+
+@dataclass
+class NumericStats:
+    mean: float
+    std: float
+    add_missing_flag: bool
+
+
+@dataclass
+class FittedTransform:
+    label: str
+    numeric: dict[str, NumericStats] = field(default_factory=dict)
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+    version: int = VERSION
+
+    # ---- shape of the model's inputs ---------------------------------------------------
+    @property
+    def numeric_features(self) -> list[str]:
+        return list(self.numeric)
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return list(self.vocab)
+
+    @property
+    def num_numeric_inputs(self) -> int:
+        return len(self.numeric) + sum(s.add_missing_flag for s in self.numeric.values())
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Embedding table sizes: vocabulary plus the unknown bucket."""
+        return [len(v) + 1 for v in self.vocab.values()]
+
+    def feature_spec(self) -> dict[str, Any]:
+        """What a caller must send: raw feature names and types."""
+        return {
+            "label": self.label,
+            "numeric": self.numeric_features,
+            "categorical": {k: v[:50] for k, v in self.vocab.items()},
+        }
+
+    # ---- (de)serialization -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "label": self.label,
+            "numeric": {k: asdict(v) for k, v in self.numeric.items()},
+            "vocab": self.vocab,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FittedTransform:
+        if d.get("version") != VERSION:
+            raise ValueError(f"transform version {d.get('version')} is not supported ({VERSION})")
+        return cls(
+            label=d["label"],
+            numeric={k: NumericStats(**v) for k, v in d["numeric"].items()},
+            vocab={k: list(v) for k, v in d["vocab"].items()},
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FittedTransform:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    # ---- apply -------------------------------------------------------------------------
+    def transform(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Raw rows -> ``x_num`` (float32 [N, F]) and ``x_cat`` (int64 [N, C])."""
+        missing = [c for c in [*self.numeric, *self.vocab] if c not in df.columns]
+        if missing:
+            raise KeyError(f"missing feature column(s): {missing}")
+        n = len(df)
+        cols: list[np.ndarray] = []
+        flags: list[np.ndarray] = []
+        for name, s in self.numeric.items():
+            v = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            isna = np.isnan(v)
+            cols.append(np.where(isna, 0.0, (v - s.mean) / s.std))
+            if s.add_missing_flag:
+                flags.append(isna.astype(np.float64))
+        x_num = (
+            np.stack(cols + flags, axis=1).astype(np.float32)
+            if cols
+            else np.zeros((n, 0), np.float32)
+        )
+        cats: list[np.ndarray] = []
+        for name, vocab in self.vocab.items():
+            values = df[name].astype("string")
+            codes = pd.Categorical(values, categories=vocab).codes.astype(np.int64) + 1
+            cats.append(codes)  # unknown/missing: code -1 -> 0
+        x_cat = np.stack(cats, axis=1) if cats else np.zeros((n, 0), np.int64)
+        return {"x_num": np.ascontiguousarray(x_num), "x_cat": np.ascontiguousarray(x_cat)}
+
+    def labels(self, df: pd.DataFrame) -> np.ndarray:
+        return df[self.label].to_numpy(dtype=np.float32)
+
+
+def fit(
+    train: pd.DataFrame,
+    *,
+    label: str,
+    numeric_features: list[str],
+    categorical_features: list[str],
+    min_category_count: int = 5,
+    max_vocab_size: int = 1000,
+) -> FittedTransform:
+    numeric: dict[str, NumericStats] = {}
+    for name in numeric_features:
+        v = pd.to_numeric(train[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        ok = v[~np.isnan(v)]
+        mean = float(ok.mean()) if ok.size else 0.0
+        std = float(ok.std()) if ok.size else 1.0
+        numeric[name] = NumericStats(
+            mean=mean, std=std if std > 1e-12 else 1.0, add_missing_flag=bool(ok.size < v.size)
+        )
+    vocab: dict[str, list[str]] = {}
+    for name in categorical_features:
+        counts = train[name].astype("string").value_counts(dropna=True)
+        counts = counts[counts >= min_category_count]
+        # most frequent first; ties broken by value so the vocabulary is deterministic
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_vocab_size]
+        vocab[name] = [str(k) for k, _ in ordered]
+    return FittedTransform(label=label, numeric=numeric, vocab=vocab)
