@@ -1,0 +1,24 @@
+from typing import NamedTuple
+
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+from torchkfp.components._base import component
+
+
+@component
+def preprocess(
+    config_json: str,
+    dataset: Input[Dataset],
+    transform: Output[Artifact],
+    features: Output[Dataset],
+) -> NamedTuple("PreprocessOutputs", seconds=float):
+    """Fit the transform on the training split; write tensors for every split."""
+    import time
+
+    t0 = time.perf_counter()
+    from torchkfp.config import Config
+    from torchkfp.preprocess import preprocess as run
+
+    r = run(Config.from_json(config_json), dataset.path, transform.path, features.path)
+    features.metadata.update({"rows": r.rows, "positive_rate": r.positive_rate})
+    return (time.perf_counter() - t0,)

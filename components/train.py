@@ -1,0 +1,32 @@
+from typing import NamedTuple
+
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from torchkfp.components._base import component
+
+
+@component
+def train(
+    config_json: str,
+    features: Input[Dataset],
+    transform: Input[Artifact],
+    model: Output[Model],
+) -> NamedTuple("TrainOutputs", world_size=int, samples_per_s=float, seconds=float):
+    """DDP training with torchrun; on Vertex every replica runs this, only the chief reports."""
+    import os
+    import time
+
+    t0 = time.perf_counter()
+    from torchkfp.config import Config
+    from torchkfp.trainer import is_chief, launch
+
+    # next to the model output: unique per run, kept across retries of this task (resume)
+    ckpt = os.environ.get("AIP_CHECKPOINT_DIR", "").replace("gs://", "/gcs/", 1)
+    ckpt = ckpt or model.path.rstrip("/") + "-checkpoints"
+    r = launch(Config.from_json(config_json), features.path, transform.path, model.path, ckpt)
+    if is_chief():
+        model.metadata.update({
+            "framework": "pytorch", "world_size": r.world_size,
+            "best_val_loss": r.best_val_loss, "epochs_run": r.epochs_run,
+        })  # fmt: skip
+    return (r.world_size, r.samples_per_s, time.perf_counter() - t0)

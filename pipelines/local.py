@@ -1,0 +1,146 @@
+"""Run the whole DAG on this machine with kfp's local runner and write a JSON run summary."""
+
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from torchkfp.config import Config
+from torchkfp.pipelines.flights_delay import PIPELINE_NAME, build_pipeline
+
+STAGES = ("ingest", "preprocess", "train", "evaluate", "deploy")
+TASK_NAMES = {"deploy": ("deploy-local", "deploy-vertex")}  # kfp names tasks by component
+
+
+class PipelineFailed(RuntimeError):
+    def __init__(self, message: str, summary_path: str):
+        super().__init__(message)
+        self.summary_path = summary_path
+
+
+def _task_outputs(task_dir: Path) -> dict[str, Any] | None:
+    f = task_dir / "executor_output.json"
+    if not f.is_file():
+        return None
+    out = json.loads(f.read_text())
+    params = out.get("parameterValues", {})
+    arts = {
+        name: {"uri": a["artifacts"][0].get("uri"), "metadata": a["artifacts"][0].get("metadata")}
+        for name, a in out.get("artifacts", {}).items()
+        if a.get("artifacts")
+    }
+    return {"outputs": params, "artifacts": arts}
+
+
+def _new_run_dir(root: Path, before: set[str]) -> Path | None:
+    runs = [p for p in root.glob(f"{PIPELINE_NAME}-*") if p.name not in before]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str]:
+    """Run the local DAG; return (summary, summary path). Raises PipelineFailed (after writing
+    the summary) if any stage failed."""
+    import kfp.local
+
+    root = Path(cfg.run.pipeline_root)
+    root.mkdir(parents=True, exist_ok=True)
+    before = {p.name for p in root.glob(f"{PIPELINE_NAME}-*")}
+    kfp.local.init(
+        runner=kfp.local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        raise_on_error=True,
+    )
+    if quiet_kfp:
+        logging.getLogger().setLevel(logging.ERROR)
+    pipeline = build_pipeline("local", cfg)
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    error = None
+    try:
+        pipeline(config_json=cfg.to_json())
+    except Exception as e:  # kfp raises RuntimeError naming the failed task
+        error = f"{type(e).__name__}: {e}"
+    wall = time.perf_counter() - t0
+    run_dir = _new_run_dir(root, before)
+    summary = summarize(run_dir, cfg, wall, error, started)
+    out_dir = run_dir or root
+    path = out_dir / "run_summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    if error:
+        raise PipelineFailed(f"pipeline failed: {error}", str(path))
+    return summary, str(path)
+
+
+def summarize(
+    run_dir: Path | None, cfg: Config, wall: float, error: str | None, started: dt.datetime
+) -> dict[str, Any]:
+    stages: dict[str, Any] = {}
+    for name in STAGES:
+        out = None
+        for task in TASK_NAMES.get(name, (name,)):
+            out = out or (_task_outputs(run_dir / task) if run_dir else None)
+        if out is None:
+            stages[name] = {"status": "not run"}
+            continue
+        secs = out["outputs"].get("seconds")
+        if secs is None:  # evaluate returns only its decision; its time is in the report
+            secs = (out["artifacts"].get("report") or {}).get("metadata", {}).get("seconds")
+        stages[name] = {"status": "succeeded", "wall_seconds": secs, **out}
+    if error:
+        # the first stage without outputs after the last one with outputs is the failed one
+        for name in STAGES:
+            if stages[name]["status"] == "not run":
+                if name != "deploy" or stages["evaluate"]["status"] == "succeeded":
+                    stages[name]["status"] = "failed"
+                break
+    ev = stages["evaluate"]
+    train = stages["train"]
+    dep = stages["deploy"]
+    promote = ev.get("outputs", {}).get("Output")
+    model_meta = {}
+    if train.get("artifacts", {}).get("model"):
+        mfile = Path(train["artifacts"]["model"]["uri"]) / "metadata.json"
+        if mfile.exists():
+            model_meta = json.loads(mfile.read_text())
+    report = {}
+    if ev.get("artifacts", {}).get("report"):
+        rfile = Path(ev["artifacts"]["report"]["uri"])
+        if rfile.exists():
+            report = json.loads(rfile.read_text())
+    if dep["status"] == "succeeded":
+        model_went = {
+            "registry": cfg.deploy.registry,
+            "model_name": cfg.deploy.model_name,
+            "version": dep["outputs"].get("version"),
+            "alias": cfg.deploy.alias,
+            "path": dep["outputs"].get("location"),
+        }
+    else:
+        model_went = {
+            "registry": None,
+            "reason": "not promoted by the evaluation gate" if promote is False else "not deployed",
+            "candidate_path": train.get("artifacts", {}).get("model", {}).get("uri"),
+        }
+    return {
+        "status": "failed" if error else "succeeded",
+        "error": error,
+        "pipeline": PIPELINE_NAME,
+        "run_dir": str(run_dir) if run_dir else None,
+        "started": started.isoformat(),
+        "wall_seconds": wall,
+        "stage_seconds": {
+            k: v.get("wall_seconds") for k, v in stages.items() if v["status"] == "succeeded"
+        },
+        "world_size": train.get("outputs", {}).get("world_size"),
+        "samples_per_s": train.get("outputs", {}).get("samples_per_s"),
+        "data_fingerprint": stages["ingest"].get("outputs", {}).get("fingerprint"),
+        "rows": stages["ingest"].get("artifacts", {}).get("dataset", {}).get("metadata", {}).get("rows"),
+        "metrics": report.get("metrics"),
+        "champion_metrics": report.get("champion_metrics"),
+        "gate": {"promote": promote, "reasons": report.get("reasons")},
+        "model": model_went,
+        "training": model_meta.get("training"),
+        "stages": {k: {"status": v["status"]} for k, v in stages.items()},
+    }
