@@ -129,6 +129,16 @@ def compile_(
         typer.echo(f"{target}: {path}")
 
 
+def _register_commands() -> None:
+    from torchkfp.commands import component, local_schedule, serve, vertex
+
+    for module in (vertex, local_schedule, component, serve):
+        module.register(app)
+
+
+_register_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     app(args=argv, prog_name="torchkfp")
 

@@ -1,0 +1,88 @@
+"""Shared fixtures: a seeded DuckDB warehouse, a small-slice config, and artifacts produced by
+the real library stages (session-scoped, built once per test run)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from torchkfp.config import Config
+
+# January 2013: train 01-01..01-21, validation 01-22..01-26, test 01-27..01-31 (~27k flights)
+SMALL = {
+    "data.start_date": "2013-01-01",
+    "data.validation_start": "2013-01-22",
+    "data.test_start": "2013-01-27",
+    "data.end_date": "2013-01-31",
+    "train.epochs": 3,
+    "train.batch_size": 512,
+    "evaluate.min_roc_auc": 0.5,
+}
+
+
+@pytest.fixture(scope="session")
+def warehouse_path(tmp_path_factory) -> str:
+    from torchkfp.warehouse import seed_duckdb
+
+    path = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
+    seed_duckdb(path)
+    return str(path)
+
+
+def make_config(root: Path, warehouse_path: str, **overrides) -> Config:
+    cfg = Config().override(
+        {
+            **SMALL,
+            "warehouse.duckdb_path": warehouse_path,
+            "deploy.registry_dir": str(root / "registry"),
+            "run.pipeline_root": str(root / "runs"),
+            **overrides,
+        }
+    )
+    return cfg
+
+
+@pytest.fixture()
+def small_config(tmp_path, warehouse_path) -> Config:
+    """A fresh small config per test (own registry and pipeline root)."""
+    return make_config(tmp_path, warehouse_path)
+
+
+@pytest.fixture(scope="session")
+def stage_outputs(tmp_path_factory, warehouse_path) -> dict:
+    """dataset, transform, features and model artifacts from the real stages, on the small
+    slice; shared by tests that only read them."""
+    from torchkfp.ingest import ingest
+    from torchkfp.preprocess import preprocess
+    from torchkfp.trainer import launch
+
+    root = tmp_path_factory.mktemp("stages")
+    cfg = make_config(root, warehouse_path)
+    ingest(cfg, root / "dataset")
+    preprocess(cfg, root / "dataset", root / "transform", root / "features")
+    result = launch(cfg, root / "features", root / "transform", root / "model")
+    return {
+        "config": cfg,
+        "root": root,
+        "dataset": str(root / "dataset"),
+        "transform": str(root / "transform"),
+        "features": str(root / "features"),
+        "model": str(root / "model"),
+        "train_result": result,
+    }
+
+
+@pytest.fixture(scope="session")
+def trained_model(stage_outputs) -> str:
+    """Path of a complete model artifact (weights, transform, feature spec, metadata)."""
+    return stage_outputs["model"]
+
+
+@pytest.fixture(autouse=True)
+def _no_cloud_credentials(monkeypatch):
+    # never reach real Google Cloud from tests
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    os.environ.setdefault("NO_GCE_CHECK", "true")
