@@ -111,8 +111,9 @@ class FittedTransform:
         cats: list[np.ndarray] = []
         for name, vocab in self.vocab.items():
             values = df[name].astype("string")
-            codes = pd.Categorical(values, categories=vocab).codes.astype(np.int64) + 1
-            cats.append(codes)  # unknown/missing: code -1 -> 0
+            # position in the vocabulary + 1; unknown and missing get -1 + 1 = 0
+            codes = pd.Index(vocab, dtype="string").get_indexer(values).astype(np.int64) + 1
+            cats.append(codes)
         x_cat = np.stack(cats, axis=1) if cats else np.zeros((n, 0), np.int64)
         return {"x_num": np.ascontiguousarray(x_num), "x_cat": np.ascontiguousarray(x_cat)}
 
