@@ -235,7 +235,7 @@ class Trainer:
             self._load_checkpoint(checkpoint_dir / CHECKPOINT_FILE)
 
     # -- one batch / one epoch ---------------------------------------------------------
-    def _run_batch(self, idx: torch.Tensor) -> float:
+    def _run_batch(self, idx: torch.Tensor) -> torch.Tensor:
         for g in self.opt.param_groups:
             g["lr"] = get_lr(self.step, self.total_steps, self.tc.learning_rate, self.warmup)
         x_num, x_cat, y = self.train["x_num"][idx], self.train["x_cat"][idx], self.train["y"][idx]
@@ -245,22 +245,24 @@ class Trainer:
         loss.backward()
         self.opt.step()
         self.step += 1
-        return loss.item()
+        return loss.detach()  # no .item() here: a host sync per step stalls a GPU
 
     def _run_epoch(self, epoch: int) -> float:
         self.ddp.train()
         idx = shard_indices(self.train["y"].shape[0], self.rank, self.world, self.tc.seed, epoch)
         idx = idx.to(self.device)
-        total, count = 0.0, 0
+        total = torch.zeros((), device=self.device)
+        count = 0
         bs = self.tc.batch_size
         t0 = time.perf_counter()
         for start in range(0, idx.shape[0], bs):
             b = idx[start : start + bs]
             total += self._run_batch(b) * b.shape[0]
             count += b.shape[0]
+        mean_loss = total.item() / max(1, count)  # one sync per epoch
         self.train_seconds += time.perf_counter() - t0
         self.samples += count * self.world
-        return total / max(1, count)
+        return mean_loss
 
     @torch.no_grad()
     def _validate(self) -> float:
@@ -393,7 +395,7 @@ def worker_main(argv: list[str] | None = None) -> None:
     if use_cuda:
         torch.cuda.set_device(device)
     torch.set_num_threads(tc.threads_per_process)
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, device_id=device if use_cuda else None)
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
