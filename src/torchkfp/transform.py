@@ -18,6 +18,20 @@ import numpy as np
 import pandas as pd
 
 VERSION = 1
+_SMALL_BATCH = 256
+
+
+def _as_float(col: pd.Series) -> np.ndarray:
+    try:
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):  # strings or mixed objects: parse, unparsable -> missing
+        return pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _cat_key(x: object) -> str | None:
+    if x is None or (isinstance(x, float) and x != x) or x is pd.NA:
+        return None
+    return str(x)
 
 
 @dataclass
@@ -98,7 +112,7 @@ class FittedTransform:
         cols: list[np.ndarray] = []
         flags: list[np.ndarray] = []
         for name, s in self.numeric.items():
-            v = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            v = _as_float(df[name])
             isna = np.isnan(v)
             cols.append(np.where(isna, 0.0, (v - s.mean) / s.std))
             if s.add_missing_flag:
@@ -110,12 +124,32 @@ class FittedTransform:
         )
         cats: list[np.ndarray] = []
         for name, vocab in self.vocab.items():
-            values = df[name].astype("string")
-            # position in the vocabulary + 1; unknown and missing get -1 + 1 = 0
-            codes = pd.Index(vocab, dtype="string").get_indexer(values).astype(np.int64) + 1
+            # position in the vocabulary + 1; unknown and missing values get 0
+            if n <= _SMALL_BATCH:  # serving: a dict lookup beats pandas' per-call overhead
+                lookup = self._lookup(name)
+                codes = np.fromiter(
+                    (lookup.get(_cat_key(x), 0) for x in df[name].to_numpy(dtype=object)),
+                    dtype=np.int64,
+                    count=n,
+                )
+            else:
+                values = df[name].astype("string")
+                codes = self._index(name).get_indexer(values).astype(np.int64) + 1
             cats.append(codes)
         x_cat = np.stack(cats, axis=1) if cats else np.zeros((n, 0), np.int64)
         return {"x_num": np.ascontiguousarray(x_num), "x_cat": np.ascontiguousarray(x_cat)}
+
+    def _lookup(self, name: str) -> dict[str, int]:
+        cache = self.__dict__.setdefault("_lookups", {})
+        if name not in cache:
+            cache[name] = {v: i + 1 for i, v in enumerate(self.vocab[name])}
+        return cache[name]
+
+    def _index(self, name: str) -> pd.Index:
+        cache = self.__dict__.setdefault("_indexes", {})
+        if name not in cache:
+            cache[name] = pd.Index(self.vocab[name], dtype="string")
+        return cache[name]
 
     def labels(self, df: pd.DataFrame) -> np.ndarray:
         return df[self.label].to_numpy(dtype=np.float32)
