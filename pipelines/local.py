@@ -1,8 +1,11 @@
 """Run the whole DAG on this machine with kfp's local runner and write a JSON run summary."""
 
+import contextlib
 import datetime as dt
+import io
 import json
-import logging
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,62 @@ from torchkfp.pipelines.flights_delay import PIPELINE_NAME, build_pipeline
 
 STAGES = ("ingest", "preprocess", "train", "evaluate", "deploy")
 TASK_NAMES = {"deploy": ("deploy-local", "deploy-vertex")}  # kfp names tasks by component
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PROGRESS = re.compile(
+    r"Executing task '([\w\-]+)'|Task '([\w\-]+)' finished with status (\w+)"
+    r"|Pipeline '[\w\-]+' finished with status (\w+)|^\s*(\[train\].*)$"
+)
+
+
+class _ProgressFilter(io.TextIOBase):
+    """Quiet mode: kfp.local prints every task's full executor input/output. Send all of it to
+    a log file and echo one line per stage event (plus training epochs) to the terminal."""
+
+    def __init__(self, log_path: Path, out):
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in close()
+        self.out = out
+        self.buf = ""
+        self.started: dict[str, float] = {}
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            self._progress(_ANSI.sub("", line))
+        return len(text)
+
+    def _progress(self, line: str) -> None:
+        m = _PROGRESS.search(line)
+        if not m:
+            return
+        now = time.perf_counter()
+        stamp = time.strftime("%H:%M:%S")
+        if m.group(1):
+            self.started[m.group(1)] = now
+            msg = f"{stamp} {m.group(1)}: running"
+        elif m.group(2):
+            took = now - self.started.get(m.group(2), now)
+            msg = f"{stamp} {m.group(2)}: {m.group(3)} ({took:.1f}s)"
+        elif m.group(4):
+            msg = f"{stamp} pipeline: {m.group(4)}"
+        else:
+            msg = f"           {m.group(5).strip()}"
+        self.out.write(msg + "\n")
+        self.out.flush()
+
+    def flush(self) -> None:
+        if not self.log.closed:
+            self.log.flush()
+
+    def close(self) -> None:
+        if not self.log.closed:
+            self.log.close()
 
 
 class PipelineFailed(RuntimeError):
@@ -52,19 +111,28 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
         pipeline_root=str(root),
         raise_on_error=True,
     )
-    if quiet_kfp:
-        logging.getLogger().setLevel(logging.ERROR)
     pipeline = build_pipeline("local", cfg)
     started = dt.datetime.now(dt.timezone.utc)
+    log_path = root / f".kfp-{started:%Y%m%d-%H%M%S-%f}.log"
+    quiet = _ProgressFilter(log_path, sys.stdout) if quiet_kfp else None
     t0 = time.perf_counter()
     error = None
-    try:
-        pipeline(config_json=cfg.to_json())
-    except Exception as e:  # kfp raises RuntimeError naming the failed task
-        error = f"{type(e).__name__}: {e}"
+    with contextlib.ExitStack() as stack:
+        if quiet is not None:
+            stack.callback(quiet.close)
+            stack.enter_context(contextlib.redirect_stdout(quiet))
+            stack.enter_context(contextlib.redirect_stderr(quiet))
+        try:
+            pipeline(config_json=cfg.to_json())
+        except Exception as e:  # kfp raises RuntimeError naming the failed task
+            error = f"{type(e).__name__}: {e}"
     wall = time.perf_counter() - t0
     run_dir = _new_run_dir(root, before)
+    if quiet is not None and run_dir is not None:
+        log_path.replace(run_dir / "kfp.log")
+        log_path = run_dir / "kfp.log"
     summary = summarize(run_dir, cfg, wall, error, started)
+    summary["log"] = str(log_path) if quiet is not None else None
     out_dir = run_dir or root
     path = out_dir / "run_summary.json"
     path.write_text(json.dumps(summary, indent=2, default=str))

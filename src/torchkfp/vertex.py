@@ -97,14 +97,19 @@ def upload_and_deploy(cfg: Config, model_uri: str) -> VertexDeployResult:
     endpoint = (
         endpoints[0]
         if endpoints
-        else aiplatform.Endpoint.create(display_name=v.endpoint_display_name, labels=v.labels or None)
+        else aiplatform.Endpoint.create(
+            display_name=v.endpoint_display_name, labels=v.labels or None
+        )
     )
+    # A split needs something to split with: the first model on an endpoint takes all traffic
+    # (the API rejects anything else); later versions take the configured share.
+    traffic = v.traffic_percentage if endpoint.traffic_split else 100
     model.deploy(
         endpoint=endpoint,
         machine_type=v.serving_machine_type,
         min_replica_count=v.min_replica_count,
         max_replica_count=v.max_replica_count,
-        traffic_percentage=v.traffic_percentage,
+        traffic_percentage=traffic,
         service_account=v.service_account,
     )
     return VertexDeployResult(

@@ -1,0 +1,447 @@
+"""A small local stand-in for the Vertex AI v1 REST API, for tests.
+
+Vertex AI has no emulator. Instead of patching the SDK, tests point the real
+google-cloud-aiplatform SDK at this server::
+
+    aiplatform.init(project=P, location=L, api_endpoint=fake.endpoint, api_transport="rest",
+                    credentials=AnonymousCredentials())
+
+and assert on the HTTP requests the SDK actually sent (``fake.requests``). The server implements
+just enough of the API for torchkfp: pipeline jobs (create, get with scripted state
+transitions), schedules (create, list, get, pause, resume, delete), models (upload, list, get,
+``ID@alias`` / ``ID@version`` lookups) and endpoints (list, create, get, deployModel). Every
+answer is a well-formed resource (the SDK parses replies into protobuf messages and reads their
+fields); long-running operations come back already done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+API = "type.googleapis.com/google.cloud.aiplatform.v1"
+
+
+@dataclass
+class Request:
+    """One HTTP request as the fake received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+
+    def __repr__(self) -> str:  # compact, for assertion messages
+        q = "&".join(f"{k}={v}" for k, v in self.query.items() if k != "$alt")
+        return f"{self.method} {self.path}{'?' + q if q else ''}"
+
+
+@dataclass
+class _PipelineScript:
+    states: list[str]
+    error: dict[str, Any] | None
+
+
+@dataclass
+class _State:
+    pipeline_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    job_scripts: dict[str, list[str]] = field(default_factory=dict)
+    job_errors: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> its default version
+    model_versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, status: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.status, self.message = code, status, message
+
+
+class FakeVertex:
+    """The fake Vertex AI server. Use as a context manager or call start()/stop().
+
+    ``script_pipeline_job(["PIPELINE_STATE_RUNNING", "PIPELINE_STATE_FAILED"], error=...)``
+    sets the states that successive GETs of the next created pipeline job return.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.state = _State()
+        self._scripts: list[_PipelineScript] = []
+        self._ids = itertools.count(1000)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self) -> FakeVertex:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def _handle(self) -> None:
+                fake._dispatch(self)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeVertex:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the fake first"
+        return self._server.server_address[1]
+
+    @property
+    def endpoint(self) -> str:
+        """The value for ``aiplatform.init(api_endpoint=...)``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    # ---- test helpers ------------------------------------------------------------------
+    def script_pipeline_job(self, states: list[str], error: dict[str, Any] | None = None) -> None:
+        """States returned by successive GETs of the next created pipeline job (the last one
+        repeats); ``error`` (a google.rpc.Status dict) is attached once a state is FAILED."""
+        self._scripts.append(_PipelineScript(list(states), error))
+
+    def find(self, method: str, pattern: str) -> list[Request]:
+        """Requests with this method whose path matches the regex ``pattern`` (search)."""
+        return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]
+
+    def clear(self) -> None:
+        self.requests.clear()
+
+    # ---- HTTP plumbing -----------------------------------------------------------------
+    def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(h.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        req = Request(h.command, unquote(url.path), query, body)
+        with self._lock:
+            self.requests.append(req)
+            try:
+                status, payload = 200, self._route(req)
+            except ApiError as e:
+                status = e.code
+                payload = {"error": {"code": e.code, "message": e.message, "status": e.status}}
+            except Exception as e:  # a bug in the fake: say so loudly
+                status = 500
+                payload = {"error": {"code": 500, "message": f"fake: {e!r}", "status": "INTERNAL"}}
+        data = json.dumps(payload).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    _LOC = r"/v1/(?P<loc>projects/[^/]+/locations/[^/]+)"
+
+    def _route(self, r: Request) -> Any:
+        routes: list[tuple[str, str, Any]] = [
+            ("POST", r"/pipelineJobs", self._create_pipeline_job),
+            ("GET", r"/pipelineJobs/(?P<id>[^/:]+)", self._get_pipeline_job),
+            ("GET", r"/pipelineJobs", self._list_pipeline_jobs),
+            ("POST", r"/schedules", self._create_schedule),
+            ("GET", r"/schedules", self._list_schedules),
+            ("GET", r"/schedules/(?P<id>[^/:]+)", self._get_schedule),
+            ("POST", r"/schedules/(?P<id>[^/:]+):pause", self._pause_schedule),
+            ("POST", r"/schedules/(?P<id>[^/:]+):resume", self._resume_schedule),
+            ("DELETE", r"/schedules/(?P<id>[^/:]+)", self._delete_schedule),
+            ("POST", r"/models:upload", self._upload_model),
+            ("GET", r"/models", self._list_models),
+            ("GET", r"/models/(?P<id>[^/:@]+)(@(?P<ver>[^/:]+))?", self._get_model),
+            ("GET", r"/endpoints", self._list_endpoints),
+            ("POST", r"/endpoints", self._create_endpoint),
+            ("GET", r"/endpoints/(?P<id>[^/:]+)", self._get_endpoint),
+            ("POST", r"/endpoints/(?P<id>[^/:]+):deployModel", self._deploy_model),
+            ("GET", r"/operations/(?P<id>[^/:]+)", self._get_operation),
+            ("GET", r"/.*/operations/(?P<id>[^/:]+)", self._get_operation),
+        ]
+        for method, pattern, fn in routes:
+            m = re.fullmatch(self._LOC + pattern, r.path)
+            if m and r.method == method:
+                return fn(r, **m.groupdict())
+        raise ApiError(404, "NOT_FOUND", f"fake Vertex AI: no route for {r.method} {r.path}")
+
+    def _new_id(self) -> str:
+        return str(next(self._ids))
+
+    def _operation(self, loc: str, response: dict[str, Any], metadata_type: str) -> dict:
+        op_name = f"{loc}/operations/{self._new_id()}"
+        op = {
+            "name": op_name,
+            "metadata": {
+                "@type": f"{API}.{metadata_type}",
+                "genericMetadata": {"createTime": _now(), "updateTime": _now()},
+            },
+            "done": True,
+            "response": response,
+        }
+        self.state.operations[op_name.rsplit("/", 1)[1]] = op
+        return op
+
+    def _get_operation(self, r: Request, loc: str, id: str) -> dict:
+        if id not in self.state.operations:
+            raise ApiError(404, "NOT_FOUND", f"operation {id} not found")
+        return self.state.operations[id]
+
+    # ---- pipeline jobs -----------------------------------------------------------------
+    def _create_pipeline_job(self, r: Request, loc: str) -> dict:
+        job_id = r.query.get("pipelineJobId") or f"job-{self._new_id()}"
+        name = f"{loc}/pipelineJobs/{job_id}"
+        if name in self.state.pipeline_jobs:
+            raise ApiError(409, "ALREADY_EXISTS", f"pipeline job {name} already exists")
+        script = (
+            self._scripts.pop(0)
+            if self._scripts
+            else _PipelineScript(["PIPELINE_STATE_RUNNING", "PIPELINE_STATE_SUCCEEDED"], None)
+        )
+        job = dict(r.body or {})
+        job.update(
+            name=name,
+            state="PIPELINE_STATE_PENDING",
+            createTime=_now(),
+            updateTime=_now(),
+            jobDetail={
+                "pipelineContext": {"name": f"{loc}/metadataStores/default/contexts/{job_id}"},
+                "pipelineRunContext": {
+                    "name": f"{loc}/metadataStores/default/contexts/{job_id}-run"
+                },
+            },
+        )
+        self.state.pipeline_jobs[name] = job
+        self.state.job_scripts[name] = script.states
+        self.state.job_errors[name] = script.error
+        return job
+
+    def _get_pipeline_job(self, r: Request, loc: str, id: str) -> dict:
+        name = f"{loc}/pipelineJobs/{id}"
+        if name not in self.state.pipeline_jobs:
+            raise ApiError(404, "NOT_FOUND", f"pipeline job {name} not found")
+        job = self.state.pipeline_jobs[name]
+        states = self.state.job_scripts[name]
+        if states:
+            job["state"] = states.pop(0) if len(states) > 1 else states[0]
+            job["updateTime"] = _now()
+        if job["state"] == "PIPELINE_STATE_RUNNING":
+            job.setdefault("startTime", _now())
+        if job["state"] in (
+            "PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"
+        ):  # fmt: skip
+            job.setdefault("startTime", _now())
+            job.setdefault("endTime", _now())
+            if job["state"] == "PIPELINE_STATE_FAILED" and self.state.job_errors[name]:
+                job["error"] = self.state.job_errors[name]
+        return job
+
+    def _list_pipeline_jobs(self, r: Request, loc: str) -> dict:
+        jobs = [j for n, j in self.state.pipeline_jobs.items() if n.startswith(loc + "/")]
+        return {"pipelineJobs": jobs}
+
+    # ---- schedules ---------------------------------------------------------------------
+    def _create_schedule(self, r: Request, loc: str) -> dict:
+        name = f"{loc}/schedules/{self._new_id()}"
+        sched = dict(r.body or {})
+        now = _now()
+        sched.update(
+            name=name,
+            state="ACTIVE",
+            createTime=now,
+            updateTime=now,
+            nextRunTime=sched.get("startTime", now),
+            startedRunCount="0",
+        )
+        sched.setdefault("startTime", now)
+        sched.setdefault("maxConcurrentRunCount", "1")
+        self.state.schedules[name] = sched
+        return sched
+
+    def _schedule(self, loc: str, id: str) -> dict:
+        name = f"{loc}/schedules/{id}"
+        if name not in self.state.schedules:
+            raise ApiError(404, "NOT_FOUND", f"schedule {name} not found")
+        return self.state.schedules[name]
+
+    def _list_schedules(self, r: Request, loc: str) -> dict:
+        found = [s for n, s in self.state.schedules.items() if n.startswith(loc + "/")]
+        m = re.search(r'display_name="([^"]*)"', r.query.get("filter", ""))
+        if m:
+            found = [s for s in found if s.get("displayName") == m.group(1)]
+        return {"schedules": found}
+
+    def _get_schedule(self, r: Request, loc: str, id: str) -> dict:
+        return self._schedule(loc, id)
+
+    def _pause_schedule(self, r: Request, loc: str, id: str) -> dict:
+        s = self._schedule(loc, id)
+        if s["state"] != "ACTIVE":
+            raise ApiError(400, "FAILED_PRECONDITION", f"schedule {s['name']} is {s['state']}")
+        s.update(state="PAUSED", updateTime=_now())
+        return {}
+
+    def _resume_schedule(self, r: Request, loc: str, id: str) -> dict:
+        s = self._schedule(loc, id)
+        if s["state"] != "PAUSED":
+            raise ApiError(400, "FAILED_PRECONDITION", f"schedule {s['name']} is {s['state']}")
+        s.update(state="ACTIVE", updateTime=_now(), lastResumeTime=_now())
+        return {}
+
+    def _delete_schedule(self, r: Request, loc: str, id: str) -> dict:
+        s = self._schedule(loc, id)
+        del self.state.schedules[s["name"]]
+        return self._operation(
+            loc, {"@type": "type.googleapis.com/google.protobuf.Empty"}, "DeleteOperationMetadata"
+        )
+
+    # ---- models ------------------------------------------------------------------------
+    def _upload_model(self, r: Request, loc: str) -> dict:
+        body = r.body or {}
+        spec = dict(body.get("model") or {})
+        parent = body.get("parentModel")
+        if parent:
+            model_id = parent.rsplit("/", 1)[1]
+            if model_id not in self.state.models:
+                raise ApiError(404, "NOT_FOUND", f"parent model {parent} not found")
+        else:
+            model_id = self._new_id()
+        versions = self.state.model_versions.setdefault(model_id, [])
+        version_id = str(len(versions) + 1)
+        aliases = list(spec.get("versionAliases") or [])
+        if not versions and "default" not in aliases:  # the first version is the default one
+            aliases.append("default")
+        for v in versions:  # an alias names one version: it moves to the new one
+            v["versionAliases"] = [a for a in v["versionAliases"] if a not in aliases]
+        now = _now()
+        model = {
+            **spec,
+            "name": f"{loc}/models/{model_id}",
+            "versionId": version_id,
+            "versionAliases": aliases,
+            "createTime": versions[0]["createTime"] if versions else now,
+            "updateTime": now,
+            "versionCreateTime": now,
+            "versionUpdateTime": now,
+            "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],
+            "etag": f"etag-{model_id}-{version_id}",
+        }
+        versions.append(model)
+        # the model (no version given) reads as its default version
+        self.state.models[model_id] = next(
+            v for v in reversed(versions) if "default" in v["versionAliases"]
+        )
+        return self._operation(
+            loc,
+            {
+                "@type": f"{API}.UploadModelResponse",
+                "model": f"{loc}/models/{model_id}",
+                "modelVersionId": version_id,
+            },
+            "UploadModelOperationMetadata",
+        )
+
+    def _list_models(self, r: Request, loc: str) -> dict:
+        models = [m for m in self.state.models.values() if m["name"].startswith(loc + "/")]
+        m = re.search(r'display_name="([^"]*)"', r.query.get("filter", ""))
+        if m:
+            models = [x for x in models if x.get("displayName") == m.group(1)]
+        return {"models": models}
+
+    def _get_model(self, r: Request, loc: str, id: str, ver: str | None) -> dict:
+        if id not in self.state.models:
+            raise ApiError(404, "NOT_FOUND", f"model {loc}/models/{id} not found")
+        if ver is None:
+            return self.state.models[id]
+        for v in self.state.model_versions[id]:
+            if v["versionId"] == ver or ver in v["versionAliases"]:
+                return v
+        raise ApiError(404, "NOT_FOUND", f"model {loc}/models/{id}@{ver} not found")
+
+    # ---- endpoints ---------------------------------------------------------------------
+    def _list_endpoints(self, r: Request, loc: str) -> dict:
+        eps = [e for e in self.state.endpoints.values() if e["name"].startswith(loc + "/")]
+        m = re.search(r'display_name="([^"]*)"', r.query.get("filter", ""))
+        if m:
+            eps = [e for e in eps if e.get("displayName") == m.group(1)]
+        return {"endpoints": eps}
+
+    def _create_endpoint(self, r: Request, loc: str) -> dict:
+        ep_id = r.query.get("endpointId") or self._new_id()
+        now = _now()
+        ep = {
+            **(r.body or {}),
+            "name": f"{loc}/endpoints/{ep_id}",
+            "createTime": now,
+            "updateTime": now,
+            "etag": f"etag-{ep_id}",
+        }
+        self.state.endpoints[ep_id] = ep
+        return self._operation(
+            loc, {"@type": f"{API}.Endpoint", **ep}, "CreateEndpointOperationMetadata"
+        )
+
+    def _endpoint(self, loc: str, id: str) -> dict:
+        if id not in self.state.endpoints or not self.state.endpoints[id]["name"].startswith(loc):
+            raise ApiError(404, "NOT_FOUND", f"endpoint {loc}/endpoints/{id} not found")
+        return self.state.endpoints[id]
+
+    def _get_endpoint(self, r: Request, loc: str, id: str) -> dict:
+        return self._endpoint(loc, id)
+
+    def _deploy_model(self, r: Request, loc: str, id: str) -> dict:
+        ep = self._endpoint(loc, id)
+        body = r.body or {}
+        deployed = dict(body.get("deployedModel") or {})
+        deployed_id = self._new_id()
+        deployed.update(id=deployed_id, createTime=_now())
+        split = {
+            (deployed_id if k == "0" else k): v for k, v in (body.get("trafficSplit") or {}).items()
+        }
+        if not split:
+            split = {deployed_id: 100}
+        ep.setdefault("deployedModels", []).append(deployed)
+        ep["trafficSplit"] = split
+        ep["updateTime"] = _now()
+        return self._operation(
+            loc,
+            {"@type": f"{API}.DeployModelResponse", "deployedModel": deployed},
+            "DeployModelOperationMetadata",
+        )
