@@ -1,7 +1,267 @@
-"""CLI commands (registered on the main app by torchkfp.cli)."""
+"""``torchkfp component ingest|preprocess|train|evaluate|deploy``: one DAG stage on its own.
+
+Each command maps explicit input/output folders and the config onto the same library call as
+the stage's KFP component (components/*.py), so a stage can be rerun by hand, e.g. training on
+yesterday's preprocessed features. stdout carries exactly one line, the stage's JSON result
+(anything the library or its subprocesses print goes to stderr), so the commands chain in
+shell scripts (``| jq -r .model``). Errors print one ``error: ...`` line, no traceback, and exit
+non-zero (2: configuration or usage, 1: the stage failed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import typer
 
+component_app = typer.Typer(
+    help="Run one DAG stage on its own, with explicit input and output folders and the same "
+    "config as `torchkfp run` (the same library call as the stage's KFP component). Each "
+    "prints one JSON line on stdout.\n\nExample:  torchkfp component train --features "
+    "prev/features --transform prev/transform --model-out model",
+    no_args_is_help=True,
+)
+
+ConfigOpt = typer.Option(
+    None, "--config", "-c",
+    help="YAML config (default: configs/local.yaml if present, else the embedded defaults).",
+)  # fmt: skip
+SetOpt = typer.Option(
+    None, "--set", help="Override one setting, e.g. --set train.epochs=2 (repeatable; YAML value)."
+)
+
+
+def _config(config: str | None, sets: list[str] | None):  # -> Config
+    from torchkfp.cli import load_config
+
+    return load_config(config, sets)
+
+
+def _fail(msg: str, code: int) -> None:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 (this process and its children: torchrun's epoch lines) to
+    stderr while a stage runs, so stdout holds only the JSON result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Run a stage: stdout kept clean, the library's known errors turned into one line."""
+    from torchkfp.artifacts import ArtifactError
+    from torchkfp.config import ConfigError
+    from torchkfp.ingest import DataValidationError
+    from torchkfp.registry import RegistryError
+    from torchkfp.trainer import TrainingError
+
+    try:
+        with _stdout_to_stderr():
+            yield
+    except ConfigError as e:
+        _fail(f"{name}: {e}", 2)
+    except (ArtifactError, DataValidationError, TrainingError, RegistryError) as e:
+        _fail(f"{name}: {e}", 1)
+
+
+def _emit(result: dict[str, Any]) -> None:
+    typer.echo(json.dumps(result, default=str))
+
+
+def _abs(p: str) -> str:
+    return p if "://" in p else str(Path(p).resolve())
+
+
+# ------------------------------------------------------------------------------------------
+@component_app.command("ingest")
+def ingest_cmd(
+    out: str = typer.Option(..., "--out", "-o", help="Dataset folder to write (replaced)."),
+    config: str = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Run the warehouse query and write the Dataset artifact (Parquet shards per split).
+
+    Examples:\n
+      torchkfp component ingest --out w/dataset\n
+      torchkfp component ingest -o w/dataset -c configs/local.yaml --set data.start_date=2013-06-01
+    """
+    from torchkfp.ingest import ingest
+
+    cfg = _config(config, set_)
+    with _stage("ingest"):
+        r = ingest(cfg, _abs(out))
+    _emit({"stage": "ingest", "dataset": r.path, "rows": r.rows, "fingerprint": r.fingerprint,
+           "seconds": r.seconds})  # fmt: skip
+
+
+@component_app.command("preprocess")
+def preprocess_cmd(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset folder (from ingest)."),
+    transform_out: str = typer.Option(..., "--transform-out", help="Transform folder to write."),
+    features_out: str = typer.Option(..., "--features-out", help="Features folder to write."),
+    config: str = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Fit the transform on the training split and write tensors for every split.
+
+    Example:\n
+      torchkfp component preprocess -d w/dataset --transform-out w/transform --features-out w/feat
+    """
+    from torchkfp.preprocess import preprocess
+
+    cfg = _config(config, set_)
+    with _stage("preprocess"):
+        r = preprocess(cfg, _abs(dataset), _abs(transform_out), _abs(features_out))
+    _emit({"stage": "preprocess", "transform": r.transform_path, "features": r.features_path,
+           "rows": r.rows, "positive_rate": r.positive_rate, "seconds": r.seconds})  # fmt: skip
+
+
+@component_app.command("train")
+def train_cmd(
+    features: str = typer.Option(..., "--features", "-f", help="Features folder (preprocess)."),
+    transform: str = typer.Option(..., "--transform", "-t", help="Transform folder (preprocess)."),
+    model_out: str = typer.Option(..., "--model-out", "-o", help="Model folder to write."),
+    checkpoint_dir: str = typer.Option(
+        None,
+        "--checkpoint-dir",
+        help="Checkpoint every epoch here and resume from it if it holds one (default: none, "
+        "train from scratch). The DAG's train step uses <model>-checkpoints.",
+    ),  # fmt: skip
+    config: str = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """DDP training (torchrun, train.nproc_per_node processes) into a model artifact.
+
+    Examples:\n
+      torchkfp component train --features w/feat --transform w/transform --model-out w/model\n
+      torchkfp component train -f w/feat -t w/transform -o w/model2 --set train.epochs=3\n
+      torchkfp component train -f w/feat -t w/transform -o w/model --checkpoint-dir w/ckpt
+    """
+    from torchkfp.trainer import launch
+
+    cfg = _config(config, set_)
+    ckpt = _abs(checkpoint_dir) if checkpoint_dir else None
+    with _stage("train"):
+        r = launch(cfg, _abs(features), _abs(transform), _abs(model_out), ckpt)
+    _emit({"stage": "train", "model": r.model_path, "world_size": r.world_size,
+           "epochs_run": r.epochs_run, "best_epoch": r.best_epoch,
+           "best_val_loss": r.best_val_loss, "samples_per_s": r.samples_per_s,
+           "checkpoint_dir": ckpt, "seconds": r.seconds})  # fmt: skip
+
+
+@component_app.command("evaluate")
+def evaluate_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Candidate model folder (train)."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset folder (its test split)."),
+    champion: str = typer.Option(
+        None,
+        "--champion",
+        help="Champion model folder to compare against (default: the registry's "
+        "deploy.alias version, if any).",
+    ),  # fmt: skip
+    no_champion: bool = typer.Option(
+        False, "--no-champion", help="Gate on the absolute thresholds only."
+    ),
+    report_out: str = typer.Option(
+        None, "--report-out", help="Write the evaluation report JSON here (as the DAG does)."
+    ),
+    config: str = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Test-split metrics of the candidate (and champion) and the promotion decision.
+
+    Exit code 0 whether or not the gate promotes; read "promote" in the JSON.
+
+    Examples:\n
+      torchkfp component evaluate --model w/model --dataset w/dataset --report-out w/report.json\n
+      torchkfp component evaluate -m w/model -d w/dataset --no-champion\n
+      torchkfp component evaluate -m w/model2 -d w/dataset --champion w/model
+    """
+    from torchkfp.evaluate import evaluate
+    from torchkfp.registry import champion_path
+
+    if champion and no_champion:
+        _fail("--champion and --no-champion exclude each other; pass one", 2)
+    cfg = _config(config, set_)
+    out: Path | None = None
+    with _stage("evaluate"):
+        t0 = time.perf_counter()
+        champ = None if no_champion else (_abs(champion) if champion else champion_path(cfg))
+        r = evaluate(cfg, _abs(model), _abs(dataset), champ)
+        report = r.to_dict()
+        if report_out:
+            out = Path(report_out).resolve()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1))
+    _emit({"stage": "evaluate", "promote": r.promote, "reasons": r.reasons,
+           "metrics": r.metrics, "champion": champ, "champion_metrics": r.champion_metrics,
+           "report": str(out) if out else None,
+           "seconds": time.perf_counter() - t0})  # fmt: skip
+
+
+@component_app.command("deploy")
+def deploy_cmd(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Model folder to register (deploy.registry=vertex: a gs:// URI)."
+    ),
+    if_promoted: str = typer.Option(
+        None,
+        "--if-promoted",
+        help="An evaluate report (--report-out): deploy only if it says promote, as the DAG "
+        "does; otherwise print the skip and exit 0.",
+    ),  # fmt: skip
+    config: str = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Register the model as a new version and move the serving alias to it (local registry),
+    or upload and deploy it to the Vertex AI endpoint (deploy.registry=vertex).
+
+    Examples:\n
+      torchkfp component deploy --model w/model\n
+      torchkfp component deploy --model w/model --if-promoted w/report.json
+    """
+    cfg = _config(config, set_)
+    if if_promoted:
+        try:
+            decision = json.loads(Path(if_promoted).read_text())["promote"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            _fail(f"deploy: --if-promoted {if_promoted!r} is not an evaluate report "
+                  f"({type(e).__name__}: {e}); write one with `component evaluate "
+                  "--report-out`", 2)  # fmt: skip
+        if decision is not True:
+            _emit({"stage": "deploy", "deployed": False, "model": _abs(model),
+                   "reason": f"not promoted by the evaluation gate ({if_promoted})"})  # fmt: skip
+            return
+    with _stage("deploy"):
+        if cfg.deploy.registry == "local":
+            from torchkfp.deploy import deploy_local
+
+            result = deploy_local(cfg, _abs(model)).to_dict()
+        else:
+            from torchkfp.vertex import upload_and_deploy
+
+            result = dict(vars(upload_and_deploy(cfg, model)))
+    _emit({"stage": "deploy", "deployed": True, **result})
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add the ``component`` group to the main app."""
+    app.add_typer(component_app, name="component")
