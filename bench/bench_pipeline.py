@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchkfp.pipelines.local import run_local
 
 from torchkfp import metrics
 from torchkfp.cli import load_config
 from torchkfp.model import ModelSpec, TabularMLP
-from torchkfp.pipelines.local import run_local
 from torchkfp.preprocess import load_features
 
 
@@ -66,7 +66,9 @@ def logistic_baseline(features_dir: str) -> dict[str, float]:
     enc = OneHotEncoder(handle_unknown="ignore").fit(tr["x_cat"].numpy())
 
     def design(f):
-        return sparse.hstack([sparse.csr_matrix(f["x_num"].numpy()), enc.transform(f["x_cat"].numpy())]).tocsr()
+        return sparse.hstack(
+            [sparse.csr_matrix(f["x_num"].numpy()), enc.transform(f["x_cat"].numpy())]
+        ).tocsr()
 
     lr = LogisticRegression(max_iter=500, C=1.0).fit(design(tr), tr["y"].numpy())
     p = lr.predict_proba(design(te))[:, 1]
@@ -74,7 +76,9 @@ def logistic_baseline(features_dir: str) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=None)
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--bare-epochs", type=int, default=2)
@@ -83,7 +87,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="torchkfp-bench-") as td:
         cfg = load_config(a.config, a.sets)
         # a fresh registry and pipeline root: no champion, so the run is comparable every time
-        cfg = cfg.override({"deploy.registry_dir": f"{td}/registry", "run.pipeline_root": f"{td}/runs"})
+        cfg = cfg.override(
+            {"deploy.registry_dir": f"{td}/registry", "run.pipeline_root": f"{td}/runs"}
+        )
         summary, path = run_local(cfg, quiet_kfp=True)
         run_dir = Path(summary["run_dir"])
         features_dir = str(run_dir / "preprocess" / "features")
@@ -116,16 +122,28 @@ def main() -> None:
     print(f"{'DAG wall':<12}{wall:9.2f}")
     print(f"orchestration overhead: wall / in-stage = {wall / in_stage:.3f}  "
           f"(+{wall - in_stage:.2f}s)")  # fmt: skip
-    print(f"\n== trainer throughput (batch {cfg.train.batch_size}, train rows {feats['y'].shape[0]})")
-    print(f"DDP trainer, world size {summary['world_size']} x {cfg.train.threads_per_process} thread: {ddp_sps:12,.0f} samples/s")
-    print(f"bare loop, 1 process x 1 thread:            {bare1:12,.0f} samples/s  -> DDP / bare = {ddp_sps / bare1:.2f}")
-    print(f"bare loop, 1 process x {cores} threads:           {bare_all:12,.0f} samples/s  -> DDP / bare = {ddp_sps / bare_all:.2f}")
+    print(
+        f"\n== trainer throughput (batch {cfg.train.batch_size}, train rows {feats['y'].shape[0]})"
+    )
+    print(
+        f"DDP trainer, world size {summary['world_size']} x {cfg.train.threads_per_process} thread: {ddp_sps:12,.0f} samples/s"
+    )
+    print(
+        f"bare loop, 1 process x 1 thread:            {bare1:12,.0f} samples/s  -> DDP / bare = {ddp_sps / bare1:.2f}"
+    )
+    print(
+        f"bare loop, 1 process x {cores} threads:           {bare_all:12,.0f} samples/s  -> DDP / bare = {ddp_sps / bare_all:.2f}"
+    )
     print("\n== test quality (same temporal split)")
     print(f"{'model':<26}{'roc_auc':>9}{'accuracy':>10}{'log_loss':>10}")
     maj_ll = -(pos * np.log(pos) + (1 - pos) * np.log(1 - pos))
     print(f"{'majority class':<26}{0.5:9.4f}{max(pos, 1 - pos):10.4f}{maj_ll:10.4f}")
-    print(f"{'logistic regression':<26}{lr['roc_auc']:9.4f}{lr['accuracy']:10.4f}{lr['log_loss']:10.4f}")
-    print(f"{'torchkfp MLP (DAG)':<26}{m['roc_auc']:9.4f}{m['accuracy']:10.4f}{m['log_loss']:10.4f}")
+    print(
+        f"{'logistic regression':<26}{lr['roc_auc']:9.4f}{lr['accuracy']:10.4f}{lr['log_loss']:10.4f}"
+    )
+    print(
+        f"{'torchkfp MLP (DAG)':<26}{m['roc_auc']:9.4f}{m['accuracy']:10.4f}{m['log_loss']:10.4f}"
+    )
     print(f"\nrun summary: {path} (deleted with the temp folder)", file=sys.stderr)
 
 

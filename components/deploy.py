@@ -1,14 +1,13 @@
 from typing import NamedTuple
 
 from kfp.dsl import Input, Model
-
 from torchkfp.components._base import component
 
 
 @component
-def deploy_local(
-    config_json: str, model: Input[Model]
-) -> NamedTuple("DeployOutputs", version=str, location=str, seconds=float):
+def deploy_local(config_json: str, model: Input[Model]) -> NamedTuple(
+    "DeployOutputs", version=str, location=str, seconds=float
+):
     """Register a new version in the local registry and move the serving alias to it."""
     import time
 
@@ -21,9 +20,9 @@ def deploy_local(
 
 
 @component
-def deploy_vertex(
-    config_json: str, model: Input[Model]
-) -> NamedTuple("DeployOutputs", version=str, location=str, seconds=float):
+def deploy_vertex(config_json: str, model: Input[Model]) -> NamedTuple(
+    "DeployOutputs", version=str, location=str, seconds=float
+):
     """Upload to Vertex AI Model Registry (as a new version, alias moved) and deploy it to the
     endpoint with the configured traffic share."""
     import time

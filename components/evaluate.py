@@ -1,5 +1,4 @@
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
-
 from torchkfp.components._base import component
 
 
@@ -31,7 +30,7 @@ def evaluate(
         metrics.log_metric(k, v)
     if r.champion_metrics:
         metrics.log_metric("champion_roc_auc", r.champion_metrics["roc_auc"])
-    fpr, tpr, thr = (list(x) for x in zip(*r.roc))
+    fpr, tpr, thr = (list(x) for x in zip(*r.roc, strict=True))
     classification_metrics.log_roc_curve(fpr, tpr, thr)
     c = r.confusion
     classification_metrics.log_confusion_matrix(

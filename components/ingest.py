@@ -1,14 +1,13 @@
 from typing import NamedTuple
 
 from kfp.dsl import Dataset, Output
-
 from torchkfp.components._base import component
 
 
 @component
-def ingest(
-    config_json: str, dataset: Output[Dataset]
-) -> NamedTuple("IngestOutputs", fingerprint=str, rows=int, seconds=float):
+def ingest(config_json: str, dataset: Output[Dataset]) -> NamedTuple(
+    "IngestOutputs", fingerprint=str, rows=int, seconds=float
+):
     """Run the BigQuery-dialect query and write Parquet shards per split."""
     import time
 

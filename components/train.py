@@ -1,7 +1,6 @@
 from typing import NamedTuple
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
-
 from torchkfp.components._base import component
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from kfp import compiler
+from torchkfp.pipelines.flights_delay import build_pipeline
 
 from torchkfp.config import Config
-from torchkfp.pipelines.flights_delay import build_pipeline
 
 
 def compile_pipeline(target: str, cfg: Config, path: str | Path) -> str:

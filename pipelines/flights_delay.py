@@ -4,11 +4,9 @@ The local and Vertex targets share every step except two: training (a plain comp
 a multi-replica GPU custom job on Vertex) and deployment (local registry vs Vertex AI).
 """
 
-
 import copy
 
 from kfp import dsl
-
 from torchkfp.components import (
     DeployLocalOp,
     DeployVertexOp,
@@ -17,6 +15,7 @@ from torchkfp.components import (
     PreprocessOp,
     TrainOp,
 )
+
 from torchkfp.config import Config
 
 PIPELINE_NAME = "torchkfp-flights-delay"
@@ -94,7 +93,9 @@ def build_pipeline(target: str, cfg: Config):
         )
         evaluate.set_caching_options(False)  # the champion it compares against may have moved
         with dsl.If(evaluate.outputs["Output"] == True, name="promote"):  # noqa: E712
-            deploy = step(deploy_op(config_json=config_json, model=train.outputs["model"]), "deploy")
+            deploy = step(
+                deploy_op(config_json=config_json, model=train.outputs["model"]), "deploy"
+            )
             deploy.set_caching_options(False)
 
     return flights_delay_pipeline

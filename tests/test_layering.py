@@ -8,6 +8,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "torchkfp"
 TOP_LAYER = {"cli.py"}
+KFP_LAYER = ("torchkfp.components", "torchkfp.pipelines")
 
 
 def _imports(path: Path) -> set[str]:
@@ -28,7 +29,7 @@ def test_library_modules_do_not_import_kfp_or_the_kfp_layer():
             continue
         bad = {
             n for n in _imports(path)
-            if n.split(".")[0] == "kfp" or n.startswith(("torchkfp.components", "torchkfp.pipelines"))
+            if n.split(".")[0] == "kfp" or n.startswith(KFP_LAYER)
         }  # fmt: skip
         if bad:
             offenders[rel] = bad

@@ -106,7 +106,7 @@ def test_gate_thresholds_and_champion_margin():
 def test_lr_schedule_warms_up_then_decays():
     lrs = [get_lr(s, 100, 1.0, 10) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
     assert lrs[-1] >= 0.1
 
 

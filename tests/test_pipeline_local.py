@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from torchkfp.pipelines.local import PipelineFailed, run_local
 
 from torchkfp import artifacts
-from torchkfp.pipelines.local import PipelineFailed, run_local
 from torchkfp.registry import LocalRegistry
 
 pytestmark = pytest.mark.integration

@@ -6,6 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import make_config
 
 from torchkfp import artifacts
 from torchkfp.evaluate import evaluate
@@ -13,8 +14,6 @@ from torchkfp.ingest import DataValidationError, ingest, read_split
 from torchkfp.predictor import Predictor
 from torchkfp.preprocess import load_features, preprocess
 from torchkfp.trainer import TrainingError, launch
-
-from conftest import make_config
 
 
 def test_ingest_writes_parquet_shards_with_metadata(stage_outputs):
@@ -74,9 +73,10 @@ def test_ddp_training_runs_two_ranks_and_writes_a_self_contained_model(stage_out
     assert r.world_size == 2
     meta = artifacts.require(stage_outputs["model"], "model")
     assert meta["training"]["backend"] == "gloo"
-    assert meta["data_fingerprint"] == artifacts.require(stage_outputs["dataset"], "dataset")[
-        "fingerprint"
-    ]
+    assert (
+        meta["data_fingerprint"]
+        == artifacts.require(stage_outputs["dataset"], "dataset")["fingerprint"]
+    )
     names = {p.name for p in Path(stage_outputs["model"]).iterdir()}
     assert {"model.pt", "transform.json", "model_spec.json", "feature_spec.json"} <= names
     # the artifact alone predicts from raw rows
@@ -111,7 +111,9 @@ def test_training_failure_leaves_no_model_artifact(tmp_path, stage_outputs):
 def test_training_rejects_incomplete_inputs_before_starting(tmp_path, stage_outputs):
     (tmp_path / "f").mkdir()
     with pytest.raises(artifacts.ArtifactError, match="does not exist|incomplete"):
-        launch(stage_outputs["config"], tmp_path / "nope", stage_outputs["transform"], tmp_path / "m")
+        launch(
+            stage_outputs["config"], tmp_path / "nope", stage_outputs["transform"], tmp_path / "m"
+        )
 
 
 def test_evaluate_metrics_and_champion_gate(stage_outputs):

@@ -61,7 +61,5 @@ def require(path: str | os.PathLike, kind: str) -> dict[str, Any]:
         )
     meta = json.loads((p / METADATA).read_text())
     if meta.get("kind") != kind:
-        raise ArtifactError(
-            f"{str(p)!r} holds a {meta.get('kind')!r} artifact, expected {kind!r}"
-        )
+        raise ArtifactError(f"{str(p)!r} holds a {meta.get('kind')!r} artifact, expected {kind!r}")
     return meta

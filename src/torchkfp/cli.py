@@ -33,7 +33,9 @@ ConfigOpt = typer.Option(
     "else the embedded local defaults)."
 )  # fmt: skip
 SetOpt = typer.Option(
-    None, "--set", help="Override one setting, e.g. --set train.epochs=2 (repeatable; value is YAML)."
+    None,
+    "--set",
+    help="Override one setting, e.g. --set train.epochs=2 (repeatable; value is YAML).",
 )
 
 
@@ -42,7 +44,10 @@ def fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def load_config(path: str | None, sets: list[str] | None = None, default: str = DEFAULT_LOCAL_CONFIG,
+def load_config(
+    path: str | None,
+    sets: list[str] | None = None,
+    default: str = DEFAULT_LOCAL_CONFIG,
                 resolve_paths: bool = True) -> Config:  # fmt: skip
     import yaml
 
@@ -75,7 +80,9 @@ def run(
 
     Examples:\n
       torchkfp run\n
-      torchkfp run --set train.epochs=3 --set data.end_date=2013-06-30 --set data.test_start=2013-06-01 --set data.validation_start=2013-05-01
+      torchkfp run --set train.epochs=3\n
+      torchkfp run -c my.yaml --set data.validation_start=2013-05-01 \\
+        --set data.test_start=2013-06-01 --set data.end_date=2013-06-30
     """
     from torchkfp.pipelines.local import PipelineFailed, run_local
 
@@ -109,7 +116,9 @@ def print_summary(s: dict[str, Any]) -> None:
 
 @app.command("compile")
 def compile_(
-    config: str = typer.Option(None, "--config", "-c", help="Local config (default: configs/local.yaml)."),
+    config: str = typer.Option(
+        None, "--config", "-c", help="Local config (default: configs/local.yaml)."
+    ),
     vertex_config: str = typer.Option(
         None, "--vertex-config", help=f"Vertex config (default: {DEFAULT_VERTEX_CONFIG})."
     ),

@@ -353,8 +353,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     unknown = set(raw) - set(fields)
     if unknown:
         raise ConfigError(
-            f"unknown setting(s) {sorted(unknown)} in {where or 'config'}; "
-            f"valid: {sorted(fields)}"
+            f"unknown setting(s) {sorted(unknown)} in {where or 'config'}; valid: {sorted(fields)}"
         )
     kwargs = {}
     for name, value in raw.items():
@@ -397,7 +396,9 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         inner = int if "int" in text else str
         for v in value:
             if not isinstance(v, inner) or isinstance(v, bool):
-                raise ConfigError(f"{path}: {v!r} must be a{'n integer' if inner is int else ' string'}")
+                raise ConfigError(
+                    f"{path}: {v!r} must be a{'n integer' if inner is int else ' string'}"
+                )
         return list(value)
     if text.startswith("dict["):
         if not isinstance(value, dict):

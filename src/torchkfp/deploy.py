@@ -30,7 +30,9 @@ class DeployResult:
         return self.__dict__.copy()
 
 
-def deploy_local(cfg: Config, model_dir: str | os.PathLike, labels: dict | None = None) -> DeployResult:
+def deploy_local(
+    cfg: Config, model_dir: str | os.PathLike, labels: dict | None = None
+) -> DeployResult:
     t0 = time.perf_counter()
     artifacts.require(model_dir, "model")
     reg = LocalRegistry(cfg.deploy.registry_dir, cfg.deploy.model_name)

@@ -62,7 +62,9 @@ def fingerprint(sql: str, params: dict[str, Any], table: pa.Table) -> str:
     return h.hexdigest()
 
 
-def ingest(cfg: Config, out_dir: str | os.PathLike, warehouse: Warehouse | None = None) -> IngestResult:
+def ingest(
+    cfg: Config, out_dir: str | os.PathLike, warehouse: Warehouse | None = None
+) -> IngestResult:
     t0 = time.perf_counter()
     wh = warehouse or open_warehouse(cfg.warehouse)
     dataset = cfg.warehouse.source_dataset

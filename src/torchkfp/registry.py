@@ -73,9 +73,7 @@ class LocalRegistry:
             raise RegistryError(f"{self.model_name} version {v} does not exist in {self.root}")
         return p
 
-    def register(
-        self, model_dir: str | os.PathLike, labels: dict[str, Any] | None = None
-    ) -> int:
+    def register(self, model_dir: str | os.PathLike, labels: dict[str, Any] | None = None) -> int:
         meta = artifacts.require(model_dir, "model")
         with self._lock():
             self.versions_dir.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ class FittedTransform:
             else np.zeros((n, 0), np.float32)
         )
         cats: list[np.ndarray] = []
-        for name, vocab in self.vocab.items():
+        for name in self.vocab:
             # position in the vocabulary + 1; unknown and missing values get 0
             if n <= _SMALL_BATCH:  # serving: a dict lookup beats pandas' per-call overhead
                 lookup = self._lookup(name)

@@ -37,9 +37,12 @@ def load_sql(query_file: str, source_dataset: str) -> str:
     else:
         res = importlib.resources.files("torchkfp") / "sql" / query_file
         if not res.is_file():
+            packaged = sorted(
+                r.name for r in (importlib.resources.files("torchkfp") / "sql").iterdir()
+            )
             raise ConfigError(
                 f"warehouse.query_file={query_file!r} is neither a file nor a packaged query "
-                f"(packaged: {sorted(r.name for r in (importlib.resources.files('torchkfp') / 'sql').iterdir())})"
+                f"(packaged: {packaged})"
             )
         text = res.read_text()
     if not re.fullmatch(r"[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*){0,2}", source_dataset):
