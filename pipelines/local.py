@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,9 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
         pipeline_root=str(root),
         raise_on_error=True,
     )
+    # kfp warns for every task that our base image is "not Python" (it is our training image;
+    # locally the components run in this very environment, which has everything they need)
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses")
     pipeline = build_pipeline("local", cfg)
     started = dt.datetime.now(dt.timezone.utc)
     log_path = root / f".kfp-{started:%Y%m%d-%H%M%S-%f}.log"
