@@ -7,6 +7,7 @@ from torchkfp.components._base import component
 @component
 def train(
     config_json: str,
+    data_fingerprint: str,
     features: Input[Dataset],
     transform: Input[Artifact],
     model: Output[Model],
@@ -22,7 +23,8 @@ def train(
     # next to the model output: unique per run, kept across retries of this task (resume)
     ckpt = os.environ.get("AIP_CHECKPOINT_DIR", "").replace("gs://", "/gcs/", 1)
     ckpt = ckpt or model.path.rstrip("/") + "-checkpoints"
-    r = launch(Config.from_json(config_json), features.path, transform.path, model.path, ckpt)
+    cfg = Config.from_json(config_json)
+    r = launch(cfg, features.path, transform.path, model.path, ckpt, data_fingerprint)
     if is_chief():
         model.metadata.update({
             "framework": "pytorch", "world_size": r.world_size,

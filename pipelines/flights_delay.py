@@ -71,13 +71,20 @@ def build_pipeline(target: str, cfg: Config):
     def flights_delay_pipeline(config_json: str = default_config):
         ingest = step(IngestOp(config_json=config_json), "ingest")
         # The warehouse may have changed since the last run: never serve ingestion from cache.
-        # Its outputs carry the data fingerprint, so downstream cache keys follow the data.
+        # Its fingerprint output feeds preprocess and train as a parameter, so their cache keys
+        # follow the data: unchanged data -> cache hits; changed data -> reruns.
         ingest.set_caching_options(False)
         prep = step(
-            PreprocessOp(config_json=config_json, dataset=ingest.outputs["dataset"]), "preprocess"
+            PreprocessOp(
+                config_json=config_json,
+                data_fingerprint=ingest.outputs["fingerprint"],
+                dataset=ingest.outputs["dataset"],
+            ),
+            "preprocess",
         )
         train = train_op(
             config_json=config_json,
+            data_fingerprint=ingest.outputs["fingerprint"],
             features=prep.outputs["features"],
             transform=prep.outputs["transform"],
         ).set_display_name("train")

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from kfp import dsl
 from torchkfp.components import (
     BASE_IMAGE,
@@ -25,9 +26,13 @@ def test_components_chain_through_python_func(tmp_path, small_config):
     fp, rows, _ = IngestOp.python_func(config_json=cj, dataset=ds)
     assert rows == sum(ds.metadata["rows"].values()) and ds.metadata["fingerprint"] == fp
     tf, feats = art(dsl.Artifact, tmp_path / "transform"), art(dsl.Dataset, tmp_path / "features")
-    PreprocessOp.python_func(config_json=cj, dataset=ds, transform=tf, features=feats)
+    PreprocessOp.python_func(
+        config_json=cj, data_fingerprint=fp, dataset=ds, transform=tf, features=feats
+    )
     model = art(dsl.Model, tmp_path / "model")
-    world, sps, _ = TrainOp.python_func(config_json=cj, features=feats, transform=tf, model=model)
+    world, sps, _ = TrainOp.python_func(
+        config_json=cj, data_fingerprint=fp, features=feats, transform=tf, model=model
+    )
     assert world == 2 and sps > 0 and model.metadata["world_size"] == 2
     m, cm = art(dsl.Metrics, tmp_path / "metrics"), art(dsl.ClassificationMetrics, tmp_path / "cm")
     report = art(dsl.Artifact, tmp_path / "report.json")
@@ -40,6 +45,38 @@ def test_components_chain_through_python_func(tmp_path, small_config):
     assert len(cm.metadata["confidenceMetrics"]) > 10
     version, location, _ = DeployLocalOp.python_func(config_json=cj, model=model)
     assert version == "1" and artifacts.require(location, "model")
+
+
+def test_stages_refuse_inputs_from_another_ingestion(tmp_path, stage_outputs):
+    from torchkfp.artifacts import ArtifactError
+
+    cj = stage_outputs["config"].to_json()
+    with pytest.raises(ArtifactError, match="different ingestion run"):
+        PreprocessOp.python_func(
+            config_json=cj, data_fingerprint="0" * 64,
+            dataset=art(dsl.Dataset, Path(stage_outputs["dataset"])),
+            transform=art(dsl.Artifact, tmp_path / "t"), features=art(dsl.Dataset, tmp_path / "f"),
+        )  # fmt: skip
+    with pytest.raises(ArtifactError, match="different ingestion run"):
+        TrainOp.python_func(
+            config_json=cj, data_fingerprint="0" * 64,
+            features=art(dsl.Dataset, Path(stage_outputs["features"])),
+            transform=art(dsl.Artifact, Path(stage_outputs["transform"])),
+            model=art(dsl.Model, tmp_path / "m"),
+        )  # fmt: skip
+
+
+def test_data_fingerprint_is_in_the_cache_key_of_preprocess_and_train(tmp_path, small_config):
+    import yaml
+    from torchkfp.pipelines.compiler import compile_pipeline
+
+    path = compile_pipeline("local", small_config, tmp_path / "p.yaml")
+    tasks = yaml.safe_load(Path(path).read_text())["root"]["dag"]["tasks"]
+    for name in ("preprocess", "train"):
+        fp = tasks[name]["inputs"]["parameters"]["data_fingerprint"]["taskOutputParameter"]
+        assert fp == {"outputParameterKey": "fingerprint", "producerTask": "ingest"}
+    assert not tasks["ingest"].get("cachingOptions", {}).get("enableCache")  # never cached
+    assert tasks["preprocess"]["cachingOptions"]["enableCache"] is True
 
 
 def test_components_use_the_one_base_image_and_skip_kfp_install():

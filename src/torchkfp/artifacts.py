@@ -49,6 +49,16 @@ def commit(path: str | os.PathLike, kind: str, metadata: dict[str, Any]) -> dict
     return meta
 
 
+def check_fingerprint(meta: dict[str, Any], expected: str | None, path: Any) -> None:
+    got = meta.get("fingerprint") or meta.get("data_fingerprint")
+    if expected and got != expected:
+        raise ArtifactError(
+            f"{str(path)!r} holds data with fingerprint {str(got)[:12]}..., expected "
+            f"{expected[:12]}...: the input comes from a different ingestion run; rerun "
+            "the stages after ingestion"
+        )
+
+
 def require(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     """Return the metadata of a complete artifact of ``kind`` or raise a clear error."""
     p = Path(path)

@@ -40,9 +40,13 @@ def preprocess(
     dataset_dir: str | os.PathLike,
     transform_dir: str | os.PathLike,
     features_dir: str | os.PathLike,
+    expected_fingerprint: str | None = None,
 ) -> PreprocessResult:
+    """``expected_fingerprint`` (the pipeline passes ingest's output) must match the dataset's
+    own: the fingerprint is an explicit input so that KFP cache keys follow the data."""
     t0 = time.perf_counter()
     ds_meta = artifacts.require(dataset_dir, DATASET_KIND)
+    artifacts.check_fingerprint(ds_meta, expected_fingerprint, dataset_dir)
     d = cfg.data
     columns = [d.label, *d.numeric_features, *d.categorical_features]
     frames = {}

@@ -106,11 +106,14 @@ def launch(
     transform_dir: str | os.PathLike,
     model_dir: str | os.PathLike,
     checkpoint_dir: str | os.PathLike | None = None,
+    expected_fingerprint: str | None = None,
 ) -> TrainResult:
-    """Run torchrun and return the chief's result (on other replicas: result with no metadata)."""
+    """Run torchrun and return the chief's result (on other replicas: result with no metadata).
+    ``expected_fingerprint``: the data fingerprint the features must have been built from."""
     t0 = time.perf_counter()
     load_transform(transform_dir)  # fail fast, in this process, on a bad input artifact
-    artifacts.require(features_dir, "features")
+    fmeta = artifacts.require(features_dir, "features")
+    artifacts.check_fingerprint(fmeta, expected_fingerprint, features_dir)
     cluster = cluster_from_env()
     tc = cfg.train
     nproc = tc.nproc_per_node
