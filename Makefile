@@ -29,8 +29,8 @@ run: $(STAMP) ## Run the whole DAG locally on the embedded defaults (ARGS="--set
 test: $(STAMP) ## Run all tests (unit + integration: DDP, kfp.local, emulators, HTTP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-test-unit: $(STAMP) ## Run only the fast unit tier
-	$(BIN)/python -m pytest -q -m "not integration" $(ARGS)
+test-unit: $(STAMP) ## Run only the fast unit tier (no integration, no slow)
+	$(BIN)/python -m pytest -q -m "not integration and not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
