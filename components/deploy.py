@@ -23,8 +23,8 @@ def deploy_local(config_json: str, model: Input[Model]) -> NamedTuple(
 def deploy_vertex(config_json: str, model: Input[Model]) -> NamedTuple(
     "DeployOutputs", version=str, location=str, seconds=float
 ):
-    """Upload to Vertex AI Model Registry (as a new version, alias moved) and deploy it to the
-    endpoint with the configured traffic share."""
+    """Upload to Vertex AI Model Registry as a new version, deploy it to the endpoint with the
+    configured traffic share, then move the alias to it and undeploy idle older models."""
     import time
 
     t0 = time.perf_counter()

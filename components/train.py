@@ -25,9 +25,12 @@ def train(
     ckpt = ckpt or model.path.rstrip("/") + "-checkpoints"
     cfg = Config.from_json(config_json)
     r = launch(cfg, features.path, transform.path, model.path, ckpt, data_fingerprint)
-    if is_chief():
-        model.metadata.update({
-            "framework": "pytorch", "world_size": r.world_size,
-            "best_val_loss": r.best_val_loss, "epochs_run": r.epochs_run,
-        })  # fmt: skip
+    if not is_chief():
+        # Every replica of a Vertex custom job runs this body with the same executor input:
+        # only the chief may write KFP outputs. Exiting here (status 0) writes none.
+        raise SystemExit(0)
+    model.metadata.update({
+        "framework": "pytorch", "world_size": r.world_size,
+        "best_val_loss": r.best_val_loss, "epochs_run": r.epochs_run,
+    })  # fmt: skip
     return (r.world_size, r.samples_per_s, time.perf_counter() - t0)

@@ -5,6 +5,7 @@ import datetime as dt
 import io
 import json
 import re
+import secrets
 import sys
 import time
 import warnings
@@ -95,9 +96,9 @@ def _task_outputs(task_dir: Path) -> dict[str, Any] | None:
     return {"outputs": params, "artifacts": arts}
 
 
-def _new_run_dir(root: Path, before: set[str]) -> Path | None:
-    runs = [p for p in root.glob(f"{PIPELINE_NAME}-*") if p.name not in before]
-    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+def _run_dir(root: Path) -> Path | None:
+    runs = list(root.glob(f"{PIPELINE_NAME}-*"))
+    return runs[0] if len(runs) == 1 else None
 
 
 def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str]:
@@ -105,9 +106,11 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
     the summary) if any stage failed."""
     import kfp.local
 
-    root = Path(cfg.run.pipeline_root)
-    root.mkdir(parents=True, exist_ok=True)
-    before = {p.name for p in root.glob(f"{PIPELINE_NAME}-*")}
+    started = dt.datetime.now(dt.timezone.utc)
+    # each run gets its own pipeline root, so concurrent runs (a scheduler next to a manual
+    # run) can never read each other's outputs: <run.pipeline_root>/<run id>/<kfp run dir>/
+    root = Path(cfg.run.pipeline_root) / f"run-{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    root.mkdir(parents=True)
     kfp.local.init(
         runner=kfp.local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
@@ -117,8 +120,7 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
     # locally the components run in this very environment, which has everything they need)
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses")
     pipeline = build_pipeline("local", cfg)
-    started = dt.datetime.now(dt.timezone.utc)
-    log_path = root / f".kfp-{started:%Y%m%d-%H%M%S-%f}.log"
+    log_path = root / "kfp.log"
     quiet = _ProgressFilter(log_path, sys.stdout) if quiet_kfp else None
     t0 = time.perf_counter()
     error = None
@@ -132,10 +134,7 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
         except Exception as e:  # kfp raises RuntimeError naming the failed task
             error = f"{type(e).__name__}: {e}"
     wall = time.perf_counter() - t0
-    run_dir = _new_run_dir(root, before)
-    if quiet is not None and run_dir is not None:
-        log_path.replace(run_dir / "kfp.log")
-        log_path = run_dir / "kfp.log"
+    run_dir = _run_dir(root)
     summary = summarize(run_dir, cfg, wall, error, started)
     summary["log"] = str(log_path) if quiet is not None else None
     out_dir = run_dir or root

@@ -9,9 +9,10 @@ google-cloud-aiplatform SDK at this server::
 and assert on the HTTP requests the SDK actually sent (``fake.requests``). The server implements
 just enough of the API for torchkfp: pipeline jobs (create, get with scripted state
 transitions), schedules (create, list, get, pause, resume, delete), models (upload, list, get,
-``ID@alias`` / ``ID@version`` lookups) and endpoints (list, create, get, deployModel). Every
-answer is a well-formed resource (the SDK parses replies into protobuf messages and reads their
-fields); long-running operations come back already done.
+``ID@alias`` / ``ID@version`` lookups, mergeVersionAliases) and endpoints (list, create, get,
+deployModel, undeployModel; the endpoint keeps its ``deployedModels`` and ``trafficSplit`` up to
+date). Every answer is a well-formed resource (the SDK parses replies into protobuf messages and
+reads their fields); long-running operations come back already done, or already failed.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ class _PipelineScript:
 
 
 @dataclass
+class _Failure:
+    code: int  # google.rpc.Code, in an operation's error
+    http: int  # the HTTP status, when the request itself is rejected
+    status: str
+    message: str
+    in_operation: bool
+
+
+@dataclass
 class _State:
     pipeline_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_scripts: dict[str, list[str]] = field(default_factory=dict)
@@ -59,6 +69,18 @@ class _State:
     model_versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# google.rpc.Code name -> (its number, the HTTP status the REST API answers with)
+_CODES = {
+    "INVALID_ARGUMENT": (3, 400),
+    "NOT_FOUND": (5, 404),
+    "PERMISSION_DENIED": (7, 403),
+    "RESOURCE_EXHAUSTED": (8, 429),
+    "FAILED_PRECONDITION": (9, 400),
+    "INTERNAL": (13, 500),
+    "UNAVAILABLE": (14, 503),
+}
 
 
 def _now() -> str:
@@ -75,13 +97,15 @@ class FakeVertex:
     """The fake Vertex AI server. Use as a context manager or call start()/stop().
 
     ``script_pipeline_job(["PIPELINE_STATE_RUNNING", "PIPELINE_STATE_FAILED"], error=...)``
-    sets the states that successive GETs of the next created pipeline job return.
+    sets the states that successive GETs of the next created pipeline job return;
+    ``fail_next_deploy(...)`` makes the next deployModel fail.
     """
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.state = _State()
         self._scripts: list[_PipelineScript] = []
+        self._deploy_failures: list[_Failure] = []
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -138,6 +162,19 @@ class FakeVertex:
         repeats); ``error`` (a google.rpc.Status dict) is attached once a state is FAILED."""
         self._scripts.append(_PipelineScript(list(states), error))
 
+    def fail_next_deploy(
+        self,
+        message: str = "Model server never became ready.",
+        status: str = "FAILED_PRECONDITION",
+        in_operation: bool = True,
+    ) -> None:
+        """Make the next deployModel fail and change nothing on the endpoint. By default it fails
+        the way a deployment that never gets healthy does: the request is accepted and its
+        long-running operation ends with ``error``. With ``in_operation=False`` the request
+        itself is rejected (as a quota or permission problem is)."""
+        code, http = _CODES[status]
+        self._deploy_failures.append(_Failure(code, http, status, message, in_operation))
+
     def find(self, method: str, pattern: str) -> list[Request]:
         """Requests with this method whose path matches the regex ``pattern`` (search)."""
         return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]
@@ -189,10 +226,16 @@ class FakeVertex:
             ("POST", r"/models:upload", self._upload_model),
             ("GET", r"/models", self._list_models),
             ("GET", r"/models/(?P<id>[^/:@]+)(@(?P<ver>[^/:]+))?", self._get_model),
+            (
+                "POST",
+                r"/models/(?P<id>[^/:@]+)(@(?P<ver>[^/:]+))?:mergeVersionAliases",
+                self._merge_version_aliases,
+            ),
             ("GET", r"/endpoints", self._list_endpoints),
             ("POST", r"/endpoints", self._create_endpoint),
             ("GET", r"/endpoints/(?P<id>[^/:]+)", self._get_endpoint),
             ("POST", r"/endpoints/(?P<id>[^/:]+):deployModel", self._deploy_model),
+            ("POST", r"/endpoints/(?P<id>[^/:]+):undeployModel", self._undeploy_model),
             ("GET", r"/operations/(?P<id>[^/:]+)", self._get_operation),
             ("GET", r"/.*/operations/(?P<id>[^/:]+)", self._get_operation),
         ]
@@ -217,6 +260,12 @@ class FakeVertex:
             "response": response,
         }
         self.state.operations[op_name.rsplit("/", 1)[1]] = op
+        return op
+
+    def _failed_operation(self, loc: str, failure: _Failure, metadata_type: str) -> dict:
+        op = self._operation(loc, {}, metadata_type)
+        del op["response"]
+        op["error"] = {"code": failure.code, "message": failure.message}
         return op
 
     def _get_operation(self, r: Request, loc: str, id: str) -> dict:
@@ -386,7 +435,7 @@ class FakeVertex:
         return {"models": models}
 
     def _get_model(self, r: Request, loc: str, id: str, ver: str | None) -> dict:
-        if id not in self.state.models:
+        if id not in self.state.models or not self.state.models[id]["name"].startswith(loc):
             raise ApiError(404, "NOT_FOUND", f"model {loc}/models/{id} not found")
         if ver is None:
             return self.state.models[id]
@@ -394,6 +443,40 @@ class FakeVertex:
             if v["versionId"] == ver or ver in v["versionAliases"]:
                 return v
         raise ApiError(404, "NOT_FOUND", f"model {loc}/models/{id}@{ver} not found")
+
+    _ALIAS = re.compile(r"[a-z][a-zA-Z0-9-]{0,126}[a-z0-9-]")
+
+    def _merge_version_aliases(self, r: Request, loc: str, id: str, ver: str | None) -> dict:
+        """``alias`` adds it to this version (taking it off any other version of the model:
+        an alias names one version); ``-alias`` removes it from this version."""
+        if ver is None or not ver.isdigit():  # the API wants ID@VERSION_ID, not an alias
+            raise ApiError(
+                400, "INVALID_ARGUMENT", f"name must include a version id, not {r.path!r}"
+            )
+        target = self._get_model(r, loc, id, ver)
+        changes = list((r.body or {}).get("versionAliases") or [])
+        if not changes:
+            raise ApiError(400, "INVALID_ARGUMENT", "version_aliases must not be empty")
+        for c in changes:
+            if not self._ALIAS.fullmatch(c.removeprefix("-")):
+                raise ApiError(400, "INVALID_ARGUMENT", f"invalid version alias {c!r}")
+        if "-default" in changes:
+            raise ApiError(400, "INVALID_ARGUMENT", "the default alias cannot be removed")
+        versions = self.state.model_versions[id]
+        now = _now()
+        for c in changes:
+            if c.startswith("-"):
+                target["versionAliases"] = [a for a in target["versionAliases"] if a != c[1:]]
+                continue
+            for v in versions:
+                if v is not target and c in v["versionAliases"]:
+                    v["versionAliases"] = [a for a in v["versionAliases"] if a != c]
+                    v["versionUpdateTime"] = now
+            if c not in target["versionAliases"]:
+                target["versionAliases"].append(c)
+        target["versionUpdateTime"] = target["updateTime"] = now
+        self.state.models[id] = next(v for v in versions if "default" in v["versionAliases"])
+        return target
 
     # ---- endpoints ---------------------------------------------------------------------
     def _list_endpoints(self, r: Request, loc: str) -> dict:
@@ -426,15 +509,39 @@ class FakeVertex:
     def _get_endpoint(self, r: Request, loc: str, id: str) -> dict:
         return self._endpoint(loc, id)
 
+    @staticmethod
+    def _check_split(split: dict[str, Any], known: set[str]) -> dict[str, int]:
+        """A trafficSplit as the API accepts it: known deployed model ids, adding up to 100
+        (or empty: no traffic at all)."""
+        unknown = sorted(set(split) - known)
+        if unknown:
+            raise ApiError(
+                400, "INVALID_ARGUMENT", f"traffic_split names unknown deployed models {unknown}"
+            )
+        out = {k: int(v) for k, v in split.items()}
+        if out and sum(out.values()) != 100:
+            raise ApiError(400, "INVALID_ARGUMENT", f"traffic_split must add up to 100, not {out}")
+        return out
+
     def _deploy_model(self, r: Request, loc: str, id: str) -> dict:
         ep = self._endpoint(loc, id)
+        if self._deploy_failures:
+            failure = self._deploy_failures.pop(0)
+            if not failure.in_operation:
+                raise ApiError(failure.http, failure.status, failure.message)
+            return self._failed_operation(loc, failure, "DeployModelOperationMetadata")
         body = r.body or {}
         deployed = dict(body.get("deployedModel") or {})
         deployed_id = self._new_id()
         deployed.update(id=deployed_id, createTime=_now())
-        split = {
-            (deployed_id if k == "0" else k): v for k, v in (body.get("trafficSplit") or {}).items()
-        }
+        known = {d["id"] for d in ep.get("deployedModels", [])} | {deployed_id}
+        split = self._check_split(
+            {
+                (deployed_id if k == "0" else k): v
+                for k, v in (body.get("trafficSplit") or {}).items()
+            },
+            known,
+        )
         if not split:
             split = {deployed_id: 100}
         ep.setdefault("deployedModels", []).append(deployed)
@@ -444,4 +551,33 @@ class FakeVertex:
             loc,
             {"@type": f"{API}.DeployModelResponse", "deployedModel": deployed},
             "DeployModelOperationMetadata",
+        )
+
+    def _undeploy_model(self, r: Request, loc: str, id: str) -> dict:
+        """Like the API: a given trafficSplit replaces the endpoint's; the deployed model must be
+        left with no traffic; undeploying the last one leaves the split empty."""
+        ep = self._endpoint(loc, id)
+        body = r.body or {}
+        deployed_id = body.get("deployedModelId")
+        models = ep.get("deployedModels", [])
+        if not deployed_id or deployed_id not in {d["id"] for d in models}:
+            raise ApiError(
+                404, "NOT_FOUND", f"deployed model {deployed_id!r} not found on {ep['name']}"
+            )
+        remaining = [d for d in models if d["id"] != deployed_id]
+        split = dict(ep.get("trafficSplit") or {})
+        if "trafficSplit" in body:
+            split = self._check_split(body["trafficSplit"] or {}, {d["id"] for d in models})
+        if split.get(deployed_id):
+            raise ApiError(
+                400,
+                "FAILED_PRECONDITION",
+                f"deployed model {deployed_id} still has {split[deployed_id]}% of the traffic",
+            )
+        split.pop(deployed_id, None)
+        ep["deployedModels"] = remaining
+        ep["trafficSplit"] = split if remaining else {}
+        ep["updateTime"] = _now()
+        return self._operation(
+            loc, {"@type": f"{API}.UndeployModelResponse"}, "UndeployModelOperationMetadata"
         )

@@ -1,10 +1,10 @@
 """The slow tier: the whole DAG on the full default data (what `make run` does), in CI."""
 
 import pytest
+from torchkfp.pipelines.local import run_local
 
 from torchkfp import artifacts
 from torchkfp.config import Config
-from torchkfp.pipelines.local import run_local
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -154,3 +154,13 @@ def test_local_registry_versions_and_aliases(tmp_path, trained_model):
 def test_config_flows_unchanged_through_json():
     cfg = Config()
     assert Config.from_json(cfg.to_json()).train == cfg.train
+
+
+def test_processes_per_node_without_cuda():
+    from torchkfp.config import TrainConfig
+    from torchkfp.trainer import processes_per_node
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU rule")
+    assert processes_per_node(TrainConfig(nproc_per_node=3)) == 3
+    assert processes_per_node(TrainConfig(nproc_per_node=0)) == 1

@@ -126,3 +126,32 @@ def test_evaluate_metrics_and_champion_gate(stage_outputs):
     r2 = evaluate(cfg, stage_outputs["model"], stage_outputs["dataset"], stage_outputs["model"])
     assert r2.champion_metrics["roc_auc"] == pytest.approx(r.metrics["roc_auc"])
     assert not r2.promote and "does not beat champion" in r2.reasons[0]
+
+
+def test_unknown_bucket_is_trained(stage_outputs):
+    """Under the temporal split every test-period month is unseen: index 0 must be trained,
+    not left at its random initial value."""
+    from torchkfp.model import ModelSpec, TabularMLP
+
+    m = Path(stage_outputs["model"])
+    spec = ModelSpec(**json.loads((m / "model_spec.json").read_text()))
+    torch.manual_seed(stage_outputs["config"].train.seed)  # the trainer's initialization
+    init = TabularMLP(spec).state_dict()
+    trained = torch.load(m / "model.pt", weights_only=True)
+    for i in range(len(spec.cardinalities)):
+        key = f"embeddings.{i}.weight"
+        assert not torch.allclose(init[key][0], trained[key][0]), key
+    feats = json.loads((Path(stage_outputs["features"]) / "metadata.json").read_text())
+    assert feats["unknown_category_rate"]["train"]["carrier"] == 0.0
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path, stage_outputs):
+    cfg = stage_outputs["config"].override({"train.epochs": 1})
+    ck = tmp_path / "ck"
+    launch(cfg, stage_outputs["features"], stage_outputs["transform"], tmp_path / "m1", ck)
+    other = cfg.override({"train.learning_rate": 0.01})
+    with pytest.raises(
+        TrainingError, match=r"another training run \(differs in \['learning_rate'\]"
+    ):
+        launch(other, stage_outputs["features"], stage_outputs["transform"], tmp_path / "m2", ck)
+    assert not (tmp_path / "m2" / artifacts.MARKER).exists()

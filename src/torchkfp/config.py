@@ -130,7 +130,8 @@ class PreprocessConfig:
 @dataclass(kw_only=True)
 class TrainConfig:
     nproc_per_node: int = 2
-    """DDP processes per machine (torchrun --nproc_per_node); one per GPU when CUDA is present."""
+    """DDP processes per machine (torchrun --nproc_per_node). With CUDA: 0 = one per GPU, and
+    any value is capped at the GPU count (NCCL needs one GPU per process). On CPU: 0 = 1."""
     backend: str = "auto"
     """Process-group backend: ``auto`` (nccl with CUDA, else gloo), ``gloo`` or ``nccl``."""
     epochs: int = 8
@@ -153,11 +154,21 @@ class TrainConfig:
     """Seed for weights, shuffling and dropout."""
     threads_per_process: int = 1
     """torch intra-op threads per DDP process (keep nproc * threads <= cores)."""
-    timeout_s: int = 3600
-    """Training subprocess wall-clock limit in seconds."""
+    timeout_s: int = 86400
+    """Training subprocess wall-clock limit in seconds (the whole torchrun process group is
+    stopped when it is reached)."""
+    unknown_category_rate: float = 0.02
+    """Share of categorical training inputs replaced by the unknown bucket (index 0), so that
+    bucket learns a meaningful embedding for values never seen in training (new carriers,
+    routes, or months outside the training window of a temporal split)."""
 
     def __post_init__(self) -> None:
-        _check(self.nproc_per_node >= 1, "train.nproc_per_node must be >= 1")
+        _check(self.nproc_per_node >= 0, "train.nproc_per_node must be >= 0 (0: one per GPU)")
+        _check(
+            0 <= self.unknown_category_rate < 0.5,
+            "train.unknown_category_rate must be in [0, 0.5)",
+        )
+        _check(self.timeout_s >= 1, "train.timeout_s must be >= 1")
         _check(
             self.backend in ("auto", "gloo", "nccl"),
             f"train.backend={self.backend!r}: use auto, gloo or nccl",

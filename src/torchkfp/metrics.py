@@ -23,7 +23,8 @@ def roc_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     fpr, tpr, _ = roc_curve(y, p)
-    return float(np.trapezoid(tpr, fpr))
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed it
+    return float(trapezoid(tpr, fpr))
 
 
 def log_loss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:

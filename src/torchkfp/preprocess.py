@@ -8,6 +8,7 @@ Outputs: a transform artifact (``transform.json``) and a features artifact holdi
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ def preprocess(
 
     fdir = artifacts.begin(features_dir)
     rows, pos = {}, {}
+    unknown: dict[str, dict[str, float]] = {}
     for split, df in frames.items():
         arrays = tf.transform(df)
         yy = tf.labels(df)
@@ -109,6 +111,10 @@ def preprocess(
             fdir / f"{split}.pt",
         )
         rows[split] = int(len(df))
+        unknown[split] = {
+            name: float((arrays["x_cat"][:, i] == 0).mean()) if len(df) else 0.0
+            for i, name in enumerate(tf.categorical_features)
+        }
         pos[split] = float(np.mean(yy)) if len(yy) else float("nan")
     artifacts.commit(
         fdir,
@@ -116,11 +122,22 @@ def preprocess(
         {
             "rows": rows,
             "positive_rate": pos,
+            # share of values in the unknown bucket, per split and column: a column that is
+            # mostly unknown outside training (e.g. month under a temporal split) shows here
+            "unknown_category_rate": unknown,
             "num_numeric_inputs": tf.num_numeric_inputs,
             "cardinalities": tf.cardinalities,
             "data_fingerprint": ds_meta["fingerprint"],
         },
     )
+    for split in ("validation", "test"):
+        for name, rate in unknown[split].items():
+            if rate > 0.5:
+                print(
+                    f"[preprocess] warning: {rate:.0%} of {split} rows have a {name!r} value "
+                    "never seen in training (unknown bucket)",
+                    file=sys.stderr,
+                )
     return PreprocessResult(str(tdir), str(fdir), rows, pos, time.perf_counter() - t0)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from torchkfp import __version__, artifacts
@@ -66,6 +67,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the launcher's process group (torchrun and its workers), then SIGKILL."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def cluster_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
     """nnodes, node_rank and the rendezvous address.
 
@@ -100,6 +117,14 @@ def is_chief(env: dict[str, str] | None = None) -> bool:
     return cluster_from_env(env)["node_rank"] == 0
 
 
+def processes_per_node(tc: TrainConfig) -> int:
+    """One process per GPU at most with CUDA (NCCL refuses two ranks on one GPU)."""
+    if tc.backend in ("auto", "nccl") and torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        return gpus if tc.nproc_per_node == 0 else min(tc.nproc_per_node, gpus)
+    return tc.nproc_per_node or 1
+
+
 def launch(
     cfg: Config,
     features_dir: str | os.PathLike,
@@ -116,9 +141,7 @@ def launch(
     artifacts.check_fingerprint(fmeta, expected_fingerprint, features_dir)
     cluster = cluster_from_env()
     tc = cfg.train
-    nproc = tc.nproc_per_node
-    if tc.backend in ("auto", "nccl") and torch.cuda.is_available():
-        nproc = min(nproc, torch.cuda.device_count()) if tc.backend == "auto" else nproc
+    nproc = processes_per_node(tc)
     port = cluster["master_port"] or _free_port()
     with tempfile.TemporaryDirectory(prefix="torchkfp-train-") as td:
         cfg_file = Path(td) / "train_config.json"
@@ -141,12 +164,19 @@ def launch(
         env["TORCHELASTIC_ERROR_FILE"] = str(Path(td) / "error.json")
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("TMPDIR", td)  # torchelastic_* scratch folders go away with td
+        # own process group: on timeout (or Ctrl-C) torchrun and every worker go together
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         try:
-            proc = subprocess.run(cmd, env=env, timeout=tc.timeout_s)
+            proc.wait(timeout=tc.timeout_s)
         except subprocess.TimeoutExpired:
+            _stop_group(proc)
             raise TrainingError(
-                f"training exceeded train.timeout_s={tc.timeout_s}s; raise it or train less"
+                f"training exceeded train.timeout_s={tc.timeout_s}s and was stopped; "
+                "raise train.timeout_s or train less (train.epochs)"
             ) from None
+        except BaseException:
+            _stop_group(proc)
+            raise
         if proc.returncode != 0:
             detail = ""
             err = Path(td) / "error.json"
@@ -209,8 +239,12 @@ class Trainer:
         rank: int,
         world: int,
         checkpoint_dir: Path | None,
+        identity: dict[str, Any] | None = None,
     ):
         self.tc, self.rank, self.world, self.device = tc, rank, world, device
+        # what a checkpoint must match to be resumed: the data, the architecture, and the
+        # hyperparameters that shape the optimization (epochs/patience may change on resume)
+        self.identity = identity or {}
         self.master = rank == 0
         self.train = {k: v.to(device) for k, v in train.items()}
         self.val = {k: v[rank::world].to(device) for k, v in val.items()}
@@ -242,6 +276,10 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = get_lr(self.step, self.total_steps, self.tc.learning_rate, self.warmup)
         x_num, x_cat, y = self.train["x_num"][idx], self.train["x_cat"][idx], self.train["y"][idx]
+        if self.tc.unknown_category_rate > 0 and x_cat.numel():
+            # train the unknown bucket (index 0) too: it stands for every unseen value later
+            drop = torch.rand(x_cat.shape, device=x_cat.device) < self.tc.unknown_category_rate
+            x_cat = x_cat.masked_fill(drop, 0)
         logits = self.ddp(x_num, x_cat)
         loss = F.binary_cross_entropy_with_logits(logits, y)
         self.opt.zero_grad(set_to_none=True)
@@ -298,6 +336,7 @@ class Trainer:
                 "best_state": self.best_state,
                 "bad_epochs": self.bad_epochs,
                 "history": self.history,
+                "identity": self.identity,
             },
             tmp,
         )
@@ -305,6 +344,15 @@ class Trainer:
 
     def _load_checkpoint(self, path: Path) -> None:
         ck = torch.load(path, map_location=self.device, weights_only=False)
+        if ck.get("identity") != self.identity:
+            diff = sorted(
+                k for k in set(self.identity) | set(ck.get("identity") or {})
+                if self.identity.get(k) != (ck.get("identity") or {}).get(k)
+            )  # fmt: skip
+            raise TrainingError(
+                f"checkpoint {path} belongs to another training run (differs in {diff}); "
+                "use a fresh checkpoint folder or delete it to train from scratch"
+            )
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["opt"])
         self.epoch, self.step = ck["epoch"], ck["step"]
@@ -378,6 +426,7 @@ def _write_model_artifact(
     )
 
 
+@record  # a worker's exception reaches the launcher's error message (TORCHELASTIC_ERROR_FILE)
 def worker_main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m torchkfp.trainer")
     ap.add_argument("--config", required=True)
@@ -414,7 +463,15 @@ def worker_main(argv: list[str] | None = None) -> None:
         )
         model = TabularMLP(spec)
         ck = Path(a.checkpoint_dir) if a.checkpoint_dir else None
-        trainer = Trainer(tc, model, train, val, device, rank, world, ck)
+        identity = {
+            "data_fingerprint": feats_meta.get("data_fingerprint"),
+            "model_spec": spec.to_dict(),
+            "world_size": world,
+            **{k: getattr(tc, k) for k in (
+                "batch_size", "learning_rate", "weight_decay", "seed", "unknown_category_rate",
+            )},
+        }  # fmt: skip
+        trainer = Trainer(tc, model, train, val, device, rank, world, ck, identity)
         trainer.train_loop()
         if rank == 0:
             _write_model_artifact(
