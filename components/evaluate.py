@@ -15,8 +15,6 @@ def evaluate(
 
     The decision is the single return value (``Output``) on purpose: kfp 2.17's local runner
     cannot resolve a dsl.If condition on a named output of a multi-output component."""
-    import json
-    import os
     import time
 
     t0 = time.perf_counter()
@@ -30,15 +28,9 @@ def evaluate(
         metrics.log_metric(k, v)
     if r.champion_metrics:
         metrics.log_metric("champion_roc_auc", r.champion_metrics["roc_auc"])
-    fpr, tpr, thr = (list(x) for x in zip(*r.roc, strict=True))
-    classification_metrics.log_roc_curve(fpr, tpr, thr)
-    c = r.confusion
-    classification_metrics.log_confusion_matrix(
-        ["on_time", "late"], [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
-    )
-    os.makedirs(os.path.dirname(report.path), exist_ok=True)
-    with open(report.path, "w") as f:
-        json.dump(r.to_dict(), f, indent=1)
+    classification_metrics.log_roc_curve(*r.roc_columns())
+    classification_metrics.log_confusion_matrix(*r.confusion_matrix())
+    r.save(report.path)
     report.metadata.update(
         {"promote": r.promote, "reasons": r.reasons, "seconds": time.perf_counter() - t0}
     )

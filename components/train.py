@@ -13,16 +13,13 @@ def train(
     model: Output[Model],
 ) -> NamedTuple("TrainOutputs", world_size=int, samples_per_s=float, seconds=float):
     """DDP training with torchrun; on Vertex every replica runs this, only the chief reports."""
-    import os
     import time
 
     t0 = time.perf_counter()
     from torchkfp.config import Config
-    from torchkfp.trainer import is_chief, launch
+    from torchkfp.trainer import default_checkpoint_dir, is_chief, launch
 
-    # next to the model output: unique per run, kept across retries of this task (resume)
-    ckpt = os.environ.get("AIP_CHECKPOINT_DIR", "").replace("gs://", "/gcs/", 1)
-    ckpt = ckpt or model.path.rstrip("/") + "-checkpoints"
+    ckpt = default_checkpoint_dir(model.path)
     cfg = Config.from_json(config_json)
     r = launch(cfg, features.path, transform.path, model.path, ckpt, data_fingerprint)
     if not is_chief():

@@ -18,6 +18,16 @@ MARKER = "_SUCCESS"
 METADATA = "metadata.json"
 
 
+def gcs_to_fuse(uri: str) -> str:
+    """gs://bucket/path -> /gcs/bucket/path (Vertex mounts GCS there in every job)."""
+    return "/gcs/" + uri[len("gs://") :] if uri.startswith("gs://") else uri
+
+
+def fuse_to_gcs(path: str) -> str:
+    """/gcs/bucket/path -> gs://bucket/path."""
+    return "gs://" + path[len("/gcs/") :] if path.startswith("/gcs/") else path
+
+
 class ArtifactError(RuntimeError):
     """An input artifact is missing, incomplete or of the wrong kind."""
 

@@ -7,9 +7,11 @@ beats the champion's ROC AUC by more than ``evaluate.champion_margin``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,23 @@ class EvalResult:
     promote: bool
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    def roc_columns(self) -> tuple[list[float], list[float], list[float]]:
+        """(fpr, tpr, thresholds) as KFP's ClassificationMetrics.log_roc_curve takes them."""
+        fpr, tpr, thr = (list(x) for x in zip(*self.roc, strict=True))
+        return fpr, tpr, thr
+
+    def confusion_matrix(self) -> tuple[list[str], list[list[int]]]:
+        """(labels, rows): row = true class, column = predicted class."""
+        c = self.confusion
+        return ["on_time", "late"], [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the report JSON (parent folders created)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=1))
+        return str(p)
 
     def to_dict(self) -> dict[str, Any]:
         return {

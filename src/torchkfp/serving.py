@@ -53,6 +53,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from torchkfp.artifacts import gcs_to_fuse
 from torchkfp.config import Config
 
 log = logging.getLogger("torchkfp.serving")
@@ -160,7 +161,7 @@ def localize_model(uri: str) -> str:
         if "://" in uri:
             raise ServeError(f"model location {uri!r}: use a local folder or a gs:// URI")
         return uri
-    fuse = Path("/gcs") / uri[len("gs://") :]
+    fuse = Path(gcs_to_fuse(uri))
     if fuse.is_dir():
         return str(fuse)
     bucket_name, _, prefix = uri[len("gs://") :].partition("/")

@@ -125,6 +125,14 @@ def processes_per_node(tc: TrainConfig) -> int:
     return tc.nproc_per_node or 1
 
 
+def default_checkpoint_dir(model_dir: str | os.PathLike) -> str:
+    """Where a pipeline's train step checkpoints: Vertex's AIP_CHECKPOINT_DIR (as a GCS FUSE
+    path) when set, else next to the model output: unique per run, kept across retries of the
+    task, so a restarted job resumes."""
+    aip = os.environ.get("AIP_CHECKPOINT_DIR")
+    return artifacts.gcs_to_fuse(aip) if aip else str(model_dir).rstrip("/") + "-checkpoints"
+
+
 def launch(
     cfg: Config,
     features_dir: str | os.PathLike,

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from torchkfp.artifacts import fuse_to_gcs, gcs_to_fuse
 from torchkfp.config import Config, ConfigError
 from torchkfp.images import SERVING_IMAGE
 from torchkfp.registry import RegistryError
@@ -44,15 +45,6 @@ def init(cfg: Config, **kwargs: Any) -> None:
         encryption_spec_key_name=v.encryption_key,
         **kwargs,
     )
-
-
-def gcs_to_fuse(uri: str) -> str:
-    """gs://bucket/path -> /gcs/bucket/path (Vertex mounts GCS there in every job)."""
-    return "/gcs/" + uri[len("gs://") :] if uri.startswith("gs://") else uri
-
-
-def fuse_to_gcs(path: str) -> str:
-    return "gs://" + path[len("/gcs/") :] if path.startswith("/gcs/") else path
 
 
 def find_parent_model(cfg: Config):

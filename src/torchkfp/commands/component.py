@@ -206,11 +206,8 @@ def evaluate_cmd(
         t0 = time.perf_counter()
         champ = None if no_champion else (_abs(champion) if champion else champion_path(cfg))
         r = evaluate(cfg, _abs(model), _abs(dataset), champ)
-        report = r.to_dict()
         if report_out:
-            out = Path(report_out).resolve()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=1))
+            out = Path(r.save(Path(report_out).resolve()))
     _emit({"stage": "evaluate", "promote": r.promote, "reasons": r.reasons,
            "metrics": r.metrics, "champion": champ, "champion_metrics": r.champion_metrics,
            "report": str(out) if out else None,
