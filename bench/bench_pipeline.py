@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torchkfp.pipelines.local import run_local
 
 from torchkfp import metrics
+from torchkfp.artifacts.features import read_split as load_features
 from torchkfp.cli import load_config
 from torchkfp.model import ModelSpec, TabularMLP
-from torchkfp.preprocess import load_features
 
 
 def bare_loop(feats: dict, spec: ModelSpec, tc, threads: int, epochs: int) -> float:
@@ -120,8 +120,10 @@ def main() -> None:
         print(f"{k:<12}{v:9.2f}")
     print(f"{'sum':<12}{in_stage:9.2f}")
     print(f"{'DAG wall':<12}{wall:9.2f}")
-    print(f"orchestration overhead: wall / in-stage = {wall / in_stage:.3f}  "
-          f"(+{wall - in_stage:.2f}s)")  # fmt: skip
+    print(
+        f"orchestration overhead: wall / in-stage = {wall / in_stage:.3f}  "
+        f"(+{wall - in_stage:.2f}s)"
+    )
     print(
         f"\n== trainer throughput (batch {cfg.train.batch_size}, train rows {feats['y'].shape[0]})"
     )

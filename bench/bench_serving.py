@@ -50,24 +50,26 @@ SMALL = {
 def find_or_build_model(workdir: Path) -> str:
     """The local registry champion (configs/local.yaml), else a model trained on a small slice."""
     from torchkfp.config import Config
-    from torchkfp.registry import champion_path
+    from torchkfp.registry import open_registry
 
     cfg_file = REPO / "configs" / "local.yaml"
     cfg = Config.load(cfg_file if cfg_file.is_file() else None).with_absolute_paths(REPO)
     if cfg.deploy.registry == "local":
-        path = champion_path(cfg)
+        path = open_registry(cfg.deploy).champion()
         if path:
             print(f"model: local registry champion {path}")
             return path
     from torchkfp.ingest import ingest
     from torchkfp.preprocess import preprocess
-    from torchkfp.trainer import launch
+    from torchkfp.training import launch
 
     print("model: no champion in the local registry; training one on January 2013 ...")
     cfg = cfg.override({**SMALL, "warehouse.duckdb_path": str(workdir / "warehouse.duckdb")})
-    ingest(cfg, workdir / "dataset")
-    preprocess(cfg, workdir / "dataset", workdir / "transform", workdir / "features")
-    launch(cfg, workdir / "features", workdir / "transform", workdir / "model")
+    ingest(cfg.warehouse, cfg.data, workdir / "dataset")
+    preprocess(
+        cfg.data, cfg.preprocess, workdir / "dataset", workdir / "transform", workdir / "features"
+    )
+    launch(cfg.train, workdir / "features", workdir / "transform", workdir / "model")
     return str(workdir / "model")
 
 
@@ -117,8 +119,9 @@ def start_server(model: str, port: int, log: Path) -> subprocess.Popen:
     raise SystemExit(f"server not healthy after 120s:\n{log.read_text()}")
 
 
-def run_http(base: str, method: str, path: str, body: Any, n: int, concurrency: int,
-             warmup: int = 20) -> tuple[list[float], float]:  # fmt: skip
+def run_http(
+    base: str, method: str, path: str, body: Any, n: int, concurrency: int, warmup: int = 20
+) -> tuple[list[float], float]:
     """Latencies (s) of n requests spread over `concurrency` threads, and the wall time."""
 
     def worker(count: int) -> list[float]:
@@ -227,15 +230,27 @@ def main(argv: list[str] | None = None) -> None:
         )
     c1 = args.concurrency[0]
     ratios = [
-        ("HTTP predict-1 p50 / HTTP health p50", ("HTTP predict, 1 instance", c1),
-         ("HTTP health", c1)),
-        ("HTTP predict-1 p50 / in-process predict-1 p50", ("HTTP predict, 1 instance", c1),
-         ("in-process predict_proba, 1 row", 1)),
-        ("HTTP predict-100 p50 / in-process predict-100 p50", ("HTTP predict, 100 instances", c1),
-         ("in-process predict_proba, 100 rows", 1)),
-        ("HTTP predict-100 p50 / HTTP predict-1 p50", ("HTTP predict, 100 instances", c1),
-         ("HTTP predict, 1 instance", c1)),
-    ]  # fmt: skip
+        (
+            "HTTP predict-1 p50 / HTTP health p50",
+            ("HTTP predict, 1 instance", c1),
+            ("HTTP health", c1),
+        ),
+        (
+            "HTTP predict-1 p50 / in-process predict-1 p50",
+            ("HTTP predict, 1 instance", c1),
+            ("in-process predict_proba, 1 row", 1),
+        ),
+        (
+            "HTTP predict-100 p50 / in-process predict-100 p50",
+            ("HTTP predict, 100 instances", c1),
+            ("in-process predict_proba, 100 rows", 1),
+        ),
+        (
+            "HTTP predict-100 p50 / HTTP predict-1 p50",
+            ("HTTP predict, 100 instances", c1),
+            ("HTTP predict, 1 instance", c1),
+        ),
+    ]
     print(f"\nratios (concurrency {c1}):")
     for label, a, b in ratios:
         print(f"  {label:<50} {p50[a] / p50[b]:6.2f}x")

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from torchkfp.config import Config
-from torchkfp.evaluate import evaluate
+from torchkfp.evaluation import evaluate_candidate
 from torchkfp.preprocess import preprocess
-from torchkfp.trainer import launch
+from torchkfp.training import launch
 
 
 def main() -> None:
@@ -29,40 +29,59 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--epochs", type=int, default=4)
     a = ap.parse_args()
-    print(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}, "
-          f"gpus {torch.cuda.device_count()}", flush=True)  # fmt: skip
+    print(
+        f"torch {torch.__version__}, cuda {torch.cuda.is_available()}, "
+        f"gpus {torch.cuda.device_count()}",
+        flush=True,
+    )
     if torch.cuda.is_available():
         print(torch.cuda.get_device_name(0), flush=True)
     td = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     base = Config().override({"train.epochs": a.epochs, "train.patience": a.epochs})
     t0 = time.perf_counter()
-    preprocess(base, a.dataset, td / "transform", td / "features")
+    preprocess(base.data, base.preprocess, a.dataset, td / "transform", td / "features")
     print(f"preprocess {time.perf_counter() - t0:.2f}s", flush=True)
     runs = [
         ("gloo cpu x2, batch 1024", {"train.backend": "gloo", "train.nproc_per_node": 2}),
         ("nccl cuda, batch 1024", {"train.backend": "nccl", "train.nproc_per_node": 1}),
-        ("nccl cuda, batch 8192", {"train.backend": "nccl", "train.nproc_per_node": 1,
-                                   "train.batch_size": 8192, "train.learning_rate": 0.006}),
-    ]  # fmt: skip
+        (
+            "nccl cuda, batch 8192",
+            {
+                "train.backend": "nccl",
+                "train.nproc_per_node": 1,
+                "train.batch_size": 8192,
+                "train.learning_rate": 0.006,
+            },
+        ),
+    ]
     results = []
     for name, over in runs:
         cfg = base.override(over)
         model = td / name.replace(" ", "_").replace(",", "")
-        r = launch(cfg, td / "features", td / "transform", model)
-        ev = evaluate(cfg, model, a.dataset)
+        r = launch(cfg.train, td / "features", td / "transform", model)
+        ev = evaluate_candidate(cfg.evaluate, model, a.dataset)
         tr = r.metadata["training"]
-        results.append({
-            "run": name, "device": tr["device"], "backend": tr["backend"],
-            "world_size": r.world_size, "samples_per_s": r.samples_per_s,
-            "train_seconds": tr["train_seconds"], "wall_seconds": r.seconds,
-            "epochs": r.epochs_run, "test_roc_auc": ev.metrics["roc_auc"],
-        })  # fmt: skip
+        results.append(
+            {
+                "run": name,
+                "device": tr["device"],
+                "backend": tr["backend"],
+                "world_size": r.world_size,
+                "samples_per_s": r.samples_per_s,
+                "train_seconds": tr["train_seconds"],
+                "wall_seconds": r.seconds,
+                "epochs": r.epochs_run,
+                "test_roc_auc": ev.metrics["roc_auc"],
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
     base_sps = results[0]["samples_per_s"]
     print(f"\n{'run':<26}{'device':>7}{'samples/s':>14}{'vs gloo x2':>12}{'test AUC':>10}")
     for r in results:
-        print(f"{r['run']:<26}{r['device']:>7}{r['samples_per_s']:14,.0f}"
-              f"{r['samples_per_s'] / base_sps:12.2f}{r['test_roc_auc']:10.4f}")  # fmt: skip
+        print(
+            f"{r['run']:<26}{r['device']:>7}{r['samples_per_s']:14,.0f}"
+            f"{r['samples_per_s'] / base_sps:12.2f}{r['test_roc_auc']:10.4f}"
+        )
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "gpu_check.json").write_text(json.dumps(results, indent=1))

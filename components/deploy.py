@@ -5,31 +5,26 @@ from torchkfp.components._base import component
 
 
 @component
-def deploy_local(config_json: str, model: Input[Model]) -> NamedTuple(
-    "DeployOutputs", version=str, location=str, seconds=float
-):
-    """Register a new version in the local registry and move the serving alias to it."""
+def deploy(
+    deploy_config: dict,
+    vertex_config: dict,
+    model: Input[Model],
+) -> NamedTuple("DeployOutputs", version=str, location=str, seconds=float):
+    """Publish the promoted model through the configured registry: local (a new version, the
+    serving alias moved to it) or Vertex AI (upload as a new version, deploy it to the endpoint
+    with the configured traffic share, then move the alias and undeploy idle older models).
+
+    deploy_config: the config's ``deploy`` section (registry, model name, alias).
+    vertex_config: the config's ``vertex`` section (endpoint, traffic, serving machines).
+    """
     import time
 
     t0 = time.perf_counter()
-    from torchkfp.config import Config
-    from torchkfp.deploy import deploy_local as run
+    from torchkfp.config import DeployConfig, VertexConfig
+    from torchkfp.registry import open_registry
 
-    r = run(Config.from_json(config_json), model.path)
-    return (r.version, r.location, time.perf_counter() - t0)
-
-
-@component
-def deploy_vertex(config_json: str, model: Input[Model]) -> NamedTuple(
-    "DeployOutputs", version=str, location=str, seconds=float
-):
-    """Upload to Vertex AI Model Registry as a new version, deploy it to the endpoint with the
-    configured traffic share, then move the alias to it and undeploy idle older models."""
-    import time
-
-    t0 = time.perf_counter()
-    from torchkfp.config import Config
-    from torchkfp.vertex import upload_and_deploy
-
-    r = upload_and_deploy(Config.from_json(config_json), model.uri)
+    registry = open_registry(
+        DeployConfig.from_dict(deploy_config), VertexConfig.from_dict(vertex_config)
+    )
+    r = registry.publish(model.path)
     return (r.version, r.location, time.perf_counter() - t0)

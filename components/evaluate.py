@@ -4,26 +4,42 @@ from torchkfp.components._base import component
 
 @component
 def evaluate(
-    config_json: str,
+    evaluate_config: dict,
+    deploy_config: dict,
+    vertex_config: dict,
     model: Input[Model],
     dataset: Input[Dataset],
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[Artifact],
 ) -> bool:
-    """Test metrics for the candidate (and champion); returns the promotion decision.
+    """Test metrics for the candidate (and the registry's champion); returns the promotion
+    decision.
+
+    evaluate_config: the config's ``evaluate`` section (thresholds, champion margin).
+    deploy_config, vertex_config: where the registry is, to find the champion (this step
+    is never cached).
 
     The decision is the single return value (``Output``) on purpose: kfp 2.17's local runner
     cannot resolve a dsl.If condition on a named output of a multi-output component."""
     import time
 
     t0 = time.perf_counter()
-    from torchkfp.config import Config
-    from torchkfp.evaluate import evaluate as run
-    from torchkfp.registry import champion_path
+    from torchkfp.artifacts import gcs_to_fuse
+    from torchkfp.config import DeployConfig, EvaluateConfig, VertexConfig
+    from torchkfp.evaluation import evaluate_candidate
+    from torchkfp.registry import open_registry
 
-    cfg = Config.from_json(config_json)
-    r = run(cfg, model.path, dataset.path, champion_path(cfg))
+    registry = open_registry(
+        DeployConfig.from_dict(deploy_config), VertexConfig.from_dict(vertex_config)
+    )
+    champion = registry.champion()
+    r = evaluate_candidate(
+        EvaluateConfig.from_dict(evaluate_config),
+        model.path,
+        dataset.path,
+        gcs_to_fuse(champion) if champion else None,
+    )
     for k, v in r.metrics.items():
         metrics.log_metric(k, v)
     if r.champion_metrics:

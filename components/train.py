@@ -6,28 +6,36 @@ from torchkfp.components._base import component
 
 @component
 def train(
-    config_json: str,
+    train_config: dict,
     data_fingerprint: str,
     features: Input[Dataset],
     transform: Input[Artifact],
     model: Output[Model],
 ) -> NamedTuple("TrainOutputs", world_size=int, samples_per_s=float, seconds=float):
-    """DDP training with torchrun; on Vertex every replica runs this, only the chief reports."""
+    """DDP training with torchrun; on Vertex every replica runs this, only the chief reports.
+
+    train_config: the config's ``train`` section (the only settings the workers receive).
+    data_fingerprint: ingest's output (the cache key follows the data).
+    """
     import time
 
     t0 = time.perf_counter()
-    from torchkfp.config import Config
-    from torchkfp.trainer import default_checkpoint_dir, is_chief, launch
+    from torchkfp.config import TrainConfig
+    from torchkfp.training import default_checkpoint_dir, is_chief, launch
 
-    ckpt = default_checkpoint_dir(model.path)
-    cfg = Config.from_json(config_json)
-    r = launch(cfg, features.path, transform.path, model.path, ckpt, data_fingerprint)
+    checkpoints = default_checkpoint_dir(model.path)
+    tc = TrainConfig.from_dict(train_config)
+    r = launch(tc, features.path, transform.path, model.path, checkpoints, data_fingerprint)
     if not is_chief():
         # Every replica of a Vertex custom job runs this body with the same executor input:
         # only the chief may write KFP outputs. Exiting here (status 0) writes none.
         raise SystemExit(0)
-    model.metadata.update({
-        "framework": "pytorch", "world_size": r.world_size,
-        "best_val_loss": r.best_val_loss, "epochs_run": r.epochs_run,
-    })  # fmt: skip
+    model.metadata.update(
+        {
+            "framework": "pytorch",
+            "world_size": r.world_size,
+            "best_val_loss": r.best_val_loss,
+            "epochs_run": r.epochs_run,
+        }
+    )
     return (r.world_size, r.samples_per_s, time.perf_counter() - t0)

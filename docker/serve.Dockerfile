@@ -2,7 +2,7 @@
 # (DEFAULT_SERVING_IMAGE = us-docker.pkg.dev/YOUR_PROJECT/torchkfp/torchkfp-serve:0.1.0).
 # Vertex AI custom-container contract: the model folder comes from AIP_STORAGE_URI (gs://,
 # downloaded at startup), the port from AIP_HTTP_PORT (8080), the routes from AIP_HEALTH_ROUTE
-# and AIP_PREDICT_ROUTE (/health, /predict). See src/torchkfp/serving.py.
+# and AIP_PREDICT_ROUTE (/health, /predict). See src/torchkfp/serving/.
 #
 # Build from the repository root:
 #   docker build -f docker/serve.Dockerfile -t us-docker.pkg.dev/PROJECT/torchkfp/torchkfp-serve:0.1.0 .

@@ -23,7 +23,7 @@ def compile_pipelines(
     local_cfg: Config, vertex_cfg: Config, out_dir: str | Path = "build"
 ) -> dict[str, str]:
     """Write ``flights_delay_vertex.yaml`` and ``flights_delay_local.yaml`` under ``out_dir``;
-    each embeds its config as the default of the ``config_json`` parameter."""
+    each embeds its config's sections as the defaults of its ``<section>_config`` parameters."""
     out = Path(out_dir)
     return {
         "vertex": compile_pipeline("vertex", vertex_cfg, out / "flights_delay_vertex.yaml"),

@@ -1,22 +1,22 @@
 """The DAG: ingest -> preprocess -> train (DDP) -> evaluate -> [promote?] deploy.
 
-The local and Vertex targets share every step except two: training (a plain component locally,
-a multi-replica GPU custom job on Vertex) and deployment (local registry vs Vertex AI).
+Each config section is one pipeline parameter (``<section>_config``, a dict whose default is
+that section of the config the pipeline was compiled with), and each step receives only the
+sections it uses (:mod:`torchkfp.stage_settings`). So a step's cache key changes only when
+something it uses changes: editing the gate (``evaluate``) or the endpoint (``vertex``)
+settings never retrains.
+
+The local and Vertex targets share every step except training (a plain component locally, a
+multi-replica GPU custom job on Vertex).
 """
 
 import copy
 
 from kfp import dsl
-from torchkfp.components import (
-    DeployLocalOp,
-    DeployVertexOp,
-    EvaluateOp,
-    IngestOp,
-    PreprocessOp,
-    TrainOp,
-)
+from torchkfp.components import deploy, evaluate, ingest, preprocess, train
 
 from torchkfp.config import Config
+from torchkfp.stage_settings import pipeline_parameters
 
 PIPELINE_NAME = "torchkfp-flights-delay"
 
@@ -27,9 +27,9 @@ def vertex_train_op(cfg: Config):
     )
 
     v = cfg.vertex
-    op = TrainOp
+    op = train
     if v.training_image:  # the replicas run the component's own image: set it before wrapping
-        op = copy.deepcopy(TrainOp)
+        op = copy.deepcopy(train)
         op.component_spec.implementation.container.image = v.training_image
     return create_custom_training_job_from_component(
         op,
@@ -48,13 +48,12 @@ def vertex_train_op(cfg: Config):
 
 
 def build_pipeline(target: str, cfg: Config):
-    """Return the ``@dsl.pipeline`` function for ``target`` ('local' or 'vertex'); ``cfg``
-    becomes the default of the pipeline's ``config_json`` parameter."""
+    """Return the ``@dsl.pipeline`` function for ``target`` ('local' or 'vertex'); the
+    sections of ``cfg`` become the defaults of its parameters."""
     if target not in ("local", "vertex"):
         raise ValueError(f"target={target!r}: use 'local' or 'vertex'")
-    train_op = TrainOp if target == "local" else vertex_train_op(cfg)
-    deploy_op = DeployLocalOp if target == "local" else DeployVertexOp
-    default_config = cfg.to_json()
+    train_op = train if target == "local" else vertex_train_op(cfg)
+    defaults = pipeline_parameters(cfg)  # one parameter per section: see stage_settings
     image = cfg.vertex.training_image if target == "vertex" else None
 
     def step(task, name: str):
@@ -68,41 +67,60 @@ def build_pipeline(target: str, cfg: Config):
         description="BigQuery table -> preprocessing -> PyTorch DDP training -> evaluation "
         "gate -> model registry and endpoint.",
     )
-    def flights_delay_pipeline(config_json: str = default_config):
-        ingest = step(IngestOp(config_json=config_json), "ingest")
+    def training_pipeline(
+        warehouse_config: dict = defaults["warehouse_config"],
+        data_config: dict = defaults["data_config"],
+        preprocess_config: dict = defaults["preprocess_config"],
+        train_config: dict = defaults["train_config"],
+        evaluate_config: dict = defaults["evaluate_config"],
+        deploy_config: dict = defaults["deploy_config"],
+        vertex_config: dict = defaults["vertex_config"],
+    ):
+        ingest_task = step(
+            ingest(warehouse_config=warehouse_config, data_config=data_config), "ingest"
+        )
         # The warehouse may have changed since the last run: never serve ingestion from cache.
         # Its fingerprint output feeds preprocess and train as a parameter, so their cache keys
         # follow the data: unchanged data -> cache hits; changed data -> reruns.
-        ingest.set_caching_options(False)
-        prep = step(
-            PreprocessOp(
-                config_json=config_json,
-                data_fingerprint=ingest.outputs["fingerprint"],
-                dataset=ingest.outputs["dataset"],
+        ingest_task.set_caching_options(False)
+        fingerprint = ingest_task.outputs["fingerprint"]
+        prep_task = step(
+            preprocess(
+                data_config=data_config,
+                preprocess_config=preprocess_config,
+                data_fingerprint=fingerprint,
+                dataset=ingest_task.outputs["dataset"],
             ),
             "preprocess",
         )
-        train = train_op(
-            config_json=config_json,
-            data_fingerprint=ingest.outputs["fingerprint"],
-            features=prep.outputs["features"],
-            transform=prep.outputs["transform"],
+        train_task = train_op(
+            train_config=train_config,
+            data_fingerprint=fingerprint,
+            features=prep_task.outputs["features"],
+            transform=prep_task.outputs["transform"],
         ).set_display_name("train")
         if target == "vertex":
-            train.set_caching_options(cfg.vertex.enable_caching)
-        evaluate = step(
-            EvaluateOp(
-                config_json=config_json,
-                model=train.outputs["model"],
-                dataset=ingest.outputs["dataset"],
+            train_task.set_caching_options(cfg.vertex.enable_caching)
+        eval_task = step(
+            evaluate(
+                evaluate_config=evaluate_config,
+                deploy_config=deploy_config,
+                vertex_config=vertex_config,
+                model=train_task.outputs["model"],
+                dataset=ingest_task.outputs["dataset"],
             ),
             "evaluate",
         )
-        evaluate.set_caching_options(False)  # the champion it compares against may have moved
-        with dsl.If(evaluate.outputs["Output"] == True, name="promote"):  # noqa: E712
-            deploy = step(
-                deploy_op(config_json=config_json, model=train.outputs["model"]), "deploy"
+        eval_task.set_caching_options(False)  # the champion it compares against may have moved
+        with dsl.If(eval_task.outputs["Output"] == True, name="promote"):  # noqa: E712
+            deploy_task = step(
+                deploy(
+                    deploy_config=deploy_config,
+                    vertex_config=vertex_config,
+                    model=train_task.outputs["model"],
+                ),
+                "deploy",
             )
-            deploy.set_caching_options(False)
+            deploy_task.set_caching_options(False)
 
-    return flights_delay_pipeline
+    return training_pipeline

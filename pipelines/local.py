@@ -15,9 +15,9 @@ from typing import Any
 from torchkfp.pipelines.flights_delay import PIPELINE_NAME, build_pipeline
 
 from torchkfp.config import Config
+from torchkfp.stage_settings import pipeline_parameters
 
-STAGES = ("ingest", "preprocess", "train", "evaluate", "deploy")
-TASK_NAMES = {"deploy": ("deploy-local", "deploy-vertex")}  # kfp names tasks by component
+STAGES = ("ingest", "preprocess", "train", "evaluate", "deploy")  # kfp names tasks by component
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -130,7 +130,7 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
             stack.enter_context(contextlib.redirect_stdout(quiet))
             stack.enter_context(contextlib.redirect_stderr(quiet))
         try:
-            pipeline(config_json=cfg.to_json())
+            pipeline(**pipeline_parameters(cfg))
         except Exception as e:  # kfp raises RuntimeError naming the failed task
             error = f"{type(e).__name__}: {e}"
     wall = time.perf_counter() - t0
@@ -150,9 +150,7 @@ def summarize(
 ) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     for name in STAGES:
-        out = None
-        for task in TASK_NAMES.get(name, (name,)):
-            out = out or (_task_outputs(run_dir / task) if run_dir else None)
+        out = _task_outputs(run_dir / name) if run_dir else None
         if out is None:
             stages[name] = {"status": "not run"}
             continue

@@ -32,7 +32,7 @@ def warehouse_path(tmp_path_factory) -> str:
 
 
 def make_config(root: Path, warehouse_path: str, **overrides) -> Config:
-    cfg = Config().override(
+    return Config().override(
         {
             **SMALL,
             "warehouse.duckdb_path": warehouse_path,
@@ -41,7 +41,6 @@ def make_config(root: Path, warehouse_path: str, **overrides) -> Config:
             **overrides,
         }
     )
-    return cfg
 
 
 @pytest.fixture()
@@ -56,17 +55,18 @@ def stage_outputs(tmp_path_factory, warehouse_path) -> dict:
     slice; shared by tests that only read them."""
     from torchkfp.ingest import ingest
     from torchkfp.preprocess import preprocess
-    from torchkfp.trainer import launch
+    from torchkfp.training import launch
 
     root = tmp_path_factory.mktemp("stages")
     cfg = make_config(root, warehouse_path)
-    ingest(cfg, root / "dataset")
-    preprocess(cfg, root / "dataset", root / "transform", root / "features")
-    result = launch(cfg, root / "features", root / "transform", root / "model")
+    ingested = ingest(cfg.warehouse, cfg.data, root / "dataset")
+    preprocess(cfg.data, cfg.preprocess, root / "dataset", root / "transform", root / "features")
+    result = launch(cfg.train, root / "features", root / "transform", root / "model")
     return {
         "config": cfg,
         "root": root,
         "dataset": str(root / "dataset"),
+        "fingerprint": ingested.fingerprint,
         "transform": str(root / "transform"),
         "features": str(root / "features"),
         "model": str(root / "model"),

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from torchkfp.cron import CronError, CronSchedule
 from torchkfp.local_scheduler import (
-    CronSchedule,
     LocalScheduler,
     RunContext,
     RunOutcome,
@@ -85,8 +85,9 @@ class FakeRuns:
 
 def make(tmp_path, clock, run_fn, cron="*/10 * * * *", **kw) -> LocalScheduler:
     kw.setdefault("poll_s", 3600)
-    return LocalScheduler(cron, run_fn, tmp_path / "history.jsonl", clock=clock,
-                          sleep=clock.sleep, **kw)  # fmt: skip
+    return LocalScheduler(
+        cron, run_fn, tmp_path / "history.jsonl", clock=clock, sleep=clock.sleep, **kw
+    )
 
 
 def events(tmp_path, kind=None) -> list[dict]:
@@ -97,24 +98,31 @@ def events(tmp_path, kind=None) -> list[dict]:
 # ------------------------------------------------------------------------------------------
 # cron parsing
 # ------------------------------------------------------------------------------------------
+def parse(cron: str) -> CronSchedule:
+    """The local scheduler's dialect (a 6th trailing seconds field allowed)."""
+    return CronSchedule.parse(cron, allow_seconds=True)
+
+
 def test_cron_next_ticks_utc_by_default():
-    s = CronSchedule.parse("*/10 * * * *")
+    s = parse("*/10 * * * *")
     assert s.tz_name == "UTC"
     assert s.next_after(T(0, 3)) == T(0, 10)
     assert s.next_after(T(0, 10)) == T(0, 20)  # strictly after
 
 
 def test_tz_prefix_is_honoured_across_dst():
-    s = CronSchedule.parse("TZ=America/New_York 0 3 * * *")
+    s = parse("TZ=America/New_York 0 3 * * *")
     assert (s.tz_name, s.expression) == ("America/New_York", "0 3 * * *")
     assert s.next_after(T(12, day=1, month=1)) == T(8, day=2, month=1)  # EST: UTC-5
     assert s.next_after(T(12, day=1, month=7)) == T(7, day=2, month=7)  # EDT: UTC-4
-    assert CronSchedule.parse("CRON_TZ=Asia/Tokyo 0 9 * * *").next_after(T(12)) == T(0, day=2)
+    assert parse("CRON_TZ=Asia/Tokyo 0 9 * * *").next_after(T(12)) == T(0, day=2)
 
 
 def test_six_fields_means_seconds():
-    s = CronSchedule.parse("* * * * * */5")
+    s = parse("* * * * * */5")
     assert s.next_after(T(0, 0, 1)) == T(0, 0, 5)
+    with pytest.raises(CronError, match="has 6 field"):
+        CronSchedule.parse("* * * * * */5")  # Vertex AI's dialect: five fields only
 
 
 @pytest.mark.parametrize(
@@ -130,13 +138,13 @@ def test_six_fields_means_seconds():
     ],
 )
 def test_bad_cron_is_a_clear_error(cron, needle):
-    with pytest.raises(ScheduleError) as e:
-        CronSchedule.parse(cron)
+    with pytest.raises(CronError) as e:
+        parse(cron)
     assert needle in str(e.value)
 
 
 def test_bad_cron_fails_the_scheduler_before_any_run(tmp_path):
-    with pytest.raises(ScheduleError, match="not a valid cron"):
+    with pytest.raises(CronError, match="not a valid cron"):
         LocalScheduler("99 * * * *", lambda ctx: RunOutcome("succeeded"), tmp_path / "h.jsonl")
     assert not (tmp_path / "h.jsonl").exists()
 
@@ -150,13 +158,20 @@ def test_runs_fire_on_cron_ticks(tmp_path):
     res = make(tmp_path, clock, runs, max_runs=3).run()
     # each run starts exactly at its tick (the loop sleeps up to the tick, not past it)
     assert [(n, t, s) for n, t, s in runs.calls] == [
-        (1, T(0, 10), T(0, 10)), (2, T(0, 20), T(0, 20)), (3, T(0, 30), T(0, 30)),
-    ]  # fmt: skip
+        (1, T(0, 10), T(0, 10)),
+        (2, T(0, 20), T(0, 20)),
+        (3, T(0, 30), T(0, 30)),
+    ]
     assert (res.runs, res.succeeded, res.skipped) == (3, 3, 0)
     assert res.stop_reason == "max-runs 3 reached"
     recs = events(tmp_path)
-    assert [r["event"] for r in recs] == ["scheduler_started", "run", "run", "run",
-                                          "scheduler_stopped"]  # fmt: skip
+    assert [r["event"] for r in recs] == [
+        "scheduler_started",
+        "run",
+        "run",
+        "run",
+        "scheduler_stopped",
+    ]
     r1 = recs[1]
     assert r1["status"] == "succeeded" and r1["run"] == 1
     assert r1["tick"] == T(0, 10).isoformat() and r1["start"] == T(0, 10).isoformat()
@@ -204,11 +219,18 @@ def test_many_skipped_ticks_are_capped_with_a_count(tmp_path, monkeypatch):
 def test_failing_runs_are_recorded_and_the_scheduler_continues(tmp_path):
     clock = FakeClock(T(0, 3))
     runs = FakeRuns(
-        clock, [60, 60, 60],
-        {1: RuntimeError("warehouse unreachable"),
-         2: RunOutcome("failed", summary_path="/runs/2.json", error="exit code 1: boom",
-                       details={"exit_code": 1})},
-    )  # fmt: skip
+        clock,
+        [60, 60, 60],
+        {
+            1: RuntimeError("warehouse unreachable"),
+            2: RunOutcome(
+                "failed",
+                summary_path="/runs/2.json",
+                error="exit code 1: boom",
+                details={"exit_code": 1},
+            ),
+        },
+    )
     res = make(tmp_path, clock, runs, max_runs=3).run()
     r1, r2, r3 = events(tmp_path, "run")
     assert r1["status"] == "failed" and r1["error"] == "RuntimeError: warehouse unreachable"
@@ -259,8 +281,11 @@ def test_sigterm_while_waiting_stops_without_a_run(tmp_path):
     assert res.stop_reason == "SIGTERM"
     # it noticed within one poll interval, not at the next tick
     assert events(tmp_path, "scheduler_stopped")[0]["time"] <= T(0, 11, 30).isoformat()
-    assert [r["event"] for r in events(tmp_path)] == ["scheduler_started", "run",
-                                                      "scheduler_stopped"]  # fmt: skip
+    assert [r["event"] for r in events(tmp_path)] == [
+        "scheduler_started",
+        "run",
+        "scheduler_stopped",
+    ]
 
 
 def test_request_stop_from_code(tmp_path):
@@ -362,8 +387,10 @@ def test_subprocess_run_failure_takes_the_error_from_the_summary_or_stderr(tmp_p
     assert out.status == "failed" and out.summary_path == str(summary)
     assert out.error == "exit code 1: RuntimeError: task train"
 
-    argv = _script(tmp_path, "import sys; sys.stderr.write('Traceback...\\nKeyError: x\\n'); "
-                             "raise SystemExit(3)")  # fmt: skip
+    argv = _script(
+        tmp_path,
+        "import sys; sys.stderr.write('Traceback...\\nKeyError: x\\n'); raise SystemExit(3)",
+    )
     out = SubprocessRun(argv, tmp_path / "logs")(RunContext(2, T(0)))
     assert out.status == "failed" and out.summary_path is None
     assert out.error.startswith("exit code 3: ") and "KeyError: x" in out.error
@@ -529,12 +556,29 @@ def test_cli_schedule_run_local_runs_the_dag_and_stops_on_sigint(tmp_path, wareh
     cfg_file.write_text(yaml.safe_dump(cfg.to_dict()))
     hist = tmp_path / "sched" / "history.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "torchkfp.cli", "schedule", "run-local",
-         "--cron", "* * * * * */4", "--config", str(cfg_file), "--max-runs", "3",
-         "--history", str(hist), "--grace", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "torchkfp.cli",
+            "schedule",
+            "run-local",
+            "--cron",
+            "* * * * * */4",
+            "--config",
+            str(cfg_file),
+            "--max-runs",
+            "3",
+            "--history",
+            str(hist),
+            "--grace",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     lines: queue.Queue[str] = queue.Queue()
     seen: list[str] = []
 
@@ -565,8 +609,11 @@ def test_cli_schedule_run_local_runs_the_dag_and_stops_on_sigint(tmp_path, wareh
         deadline = time.monotonic() + 90
         trainers: list[str] = []
         while time.monotonic() < deadline and not trainers:
-            trainers = [c for c in _processes_mentioning(str(tmp_path / "runs"))
-                        if "-m torchkfp.trainer" in c]  # fmt: skip
+            trainers = [
+                c
+                for c in _processes_mentioning(str(tmp_path / "runs"))
+                if "-m torchkfp.trainer" in c
+            ]
             time.sleep(0.1)
         assert trainers, "run 2 never reached training"
         proc.send_signal(signal.SIGINT)

@@ -5,9 +5,8 @@ pipeline run, never two at once, and appends one JSON line per event to a histor
 
 Semantics (the same ones :class:`LocalScheduler` implements and tests pin down):
 
-* **Cron**: 5 fields (``minute hour day-of-month month day-of-week``) as on Vertex AI, with an
-  optional ``TZ=Area/City `` (or ``CRON_TZ=``) prefix; without one the expression is read in
-  UTC, as Vertex AI does. A 6th, trailing seconds field is accepted for local testing
+* **Cron**: as on Vertex AI (:mod:`torchkfp.cron`: 5 fields, optional ``TZ=Area/City ``
+  prefix, UTC without one), plus a 6th, trailing seconds field for local testing
   (``"* * * * * */10"`` = every 10 seconds).
 * **No overlap**: a run blocks the loop; every tick that falls while it is still going is
   *skipped* and recorded as such (``{"event": "skipped", ...}``) when the run ends; the next run
@@ -18,12 +17,13 @@ Semantics (the same ones :class:`LocalScheduler` implements and tests pin down):
   fails (or whose ``run_fn`` raises) is recorded and the scheduler goes on to the next tick.
 * **Stopping**: SIGINT (Ctrl-C) or SIGTERM *terminates the current run* (deliberately: a
   scheduler stop should be prompt, and a local DAG run can take a long time). The run gets a
-  cancel request (:attr:`RunContext.cancel`); :class:`SubprocessRun` sends SIGTERM to the
-  run's process group, waits ``grace_s`` seconds, then SIGKILLs it. The run is recorded as
-  ``terminated``, a ``scheduler_stopped`` line is written, and :meth:`LocalScheduler.run`
-  returns normally (the CLI exits 0). Interrupted artifacts are safe: every stage commits its
-  output folder with a ``_SUCCESS`` marker last and the registry moves aliases atomically, so a
-  terminated run never leaves a half-registered model or a moved alias.
+  cancel request (:attr:`RunContext.cancel`); :class:`SubprocessRun` then stops its process
+  tree (:func:`torchkfp.procs.terminate_tree`: SIGTERM, ``grace_s`` seconds, SIGKILL). The run
+  is recorded as ``terminated``, a ``scheduler_stopped`` line is written, and
+  :meth:`LocalScheduler.run` returns normally (the CLI exits 0). Interrupted artifacts are
+  safe: every stage commits its output folder with a ``_SUCCESS`` marker last and the registry
+  moves aliases atomically, so a terminated run never leaves a half-registered model or a moved
+  alias.
 * **One scheduler per history file**: an exclusive lock on ``<history>.lock`` refuses a second
   scheduler writing the same history.
 
@@ -40,96 +40,28 @@ import errno
 import fcntl
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from torchkfp.cron import CronSchedule
+from torchkfp.procs import terminate_tree
 
 HISTORY_FILE = "schedule_history.jsonl"
 MAX_SKIP_RECORDS = 100
 """Skipped ticks recorded one line each per gap; the rest of a gap is one counting line."""
 UTC = dt.timezone.utc
-
-_TZ_PREFIX = re.compile(r"^(?:CRON_TZ|TZ)=(\S*)\s+(.*)$")
+_MISSED = "missed: the scheduler was not running at that time (machine asleep or clock jump)"
 
 
 class ScheduleError(ValueError):
-    """The schedule cannot be used as given (bad cron, unknown time zone, history in use)."""
-
-
-# ------------------------------------------------------------------------------------------
-# Cron
-# ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CronSchedule:
-    """A cron expression with its time zone; :meth:`next_after` gives the next tick (UTC)."""
-
-    text: str
-    """What the user wrote, prefix included."""
-    expression: str
-    """The cron fields, prefix removed."""
-    tz_name: str = "UTC"
-
-    @classmethod
-    def parse(cls, text: str) -> CronSchedule:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        from croniter import croniter
-
-        raw = (text or "").strip()
-        expr, tz_name = raw, "UTC"
-        m = _TZ_PREFIX.match(raw)
-        if m:
-            tz_name, expr = m.group(1), m.group(2).strip()
-            try:
-                ZoneInfo(tz_name)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ScheduleError(
-                    f"cron {text!r}: unknown time zone {tz_name!r}; use an IANA name, e.g. "
-                    "'TZ=America/New_York 0 3 * * *'"
-                ) from None
-        elif raw.startswith(("TZ=", "CRON_TZ=")):
-            raise ScheduleError(
-                f"cron {text!r}: a TZ= prefix must be followed by a space and the cron fields, "
-                "e.g. 'TZ=Europe/Paris 0 3 * * *'"
-            )
-        fields = expr.split()
-        is_alias = len(fields) == 1 and fields[0].startswith("@")
-        if not is_alias and len(fields) not in (5, 6):
-            raise ScheduleError(
-                f"cron {text!r} has {len(fields)} field(s); write 5: 'minute hour day-of-month "
-                "month day-of-week' (e.g. '0 3 * * *' = daily at 03:00 UTC), optionally "
-                "prefixed with 'TZ=Area/City ', or 6 with a trailing seconds field for local "
-                "testing (e.g. '* * * * * */10')"
-            )
-        try:
-            croniter(expr, dt.datetime(2024, 1, 1, tzinfo=UTC)).get_next(dt.datetime)
-        except (ValueError, KeyError) as e:  # CroniterError subclasses ValueError
-            raise ScheduleError(
-                f"cron {text!r} is not a valid cron expression: {e}. Example: '0 3 * * *' "
-                "(daily at 03:00), '*/30 * * * *' (every 30 minutes)"
-            ) from None
-        return cls(text=raw, expression=expr, tz_name=tz_name)
-
-    @property
-    def tz(self) -> dt.tzinfo:
-        from zoneinfo import ZoneInfo
-
-        return UTC if self.tz_name == "UTC" else ZoneInfo(self.tz_name)
-
-    def next_after(self, t: dt.datetime) -> dt.datetime:
-        """The first tick strictly after ``t`` (aware), as an aware UTC datetime."""
-        from croniter import croniter
-
-        if t.tzinfo is None:
-            raise ValueError("next_after needs an aware datetime")
-        nxt = croniter(self.expression, t.astimezone(self.tz)).get_next(dt.datetime)
-        return nxt.astimezone(UTC)
+    """The scheduler cannot start as asked (history file in use, bad max_runs); a bad cron
+    expression is a :class:`torchkfp.cron.CronError`."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -175,61 +107,15 @@ def _tail(path: Path, max_bytes: int = 65536) -> str:
         return f.read().decode("utf-8", "replace")
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process from /proc; None if it is gone (or no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(") ", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1])
-
-
-def _process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants, whatever their session (Linux /proc; elsewhere just
-    ``root``)."""
-    children: dict[int, list[int]] = {}
-    with contextlib.suppress(OSError):
-        for d in os.listdir("/proc"):
-            if d.isdigit() and (st := _proc_stat(int(d))) is not None:
-                children.setdefault(st[1], []).append(int(d))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def _alive(pids: list[int]) -> list[int]:
-    """Those of ``pids`` still running (a zombie is dead, only not reaped yet)."""
-    has_proc = os.path.isdir("/proc/self")
-    out = []
-    for pid in pids:
-        if has_proc:
-            st = _proc_stat(pid)
-            if st is None or st[0] == "Z":
-                continue
-        else:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                continue
-            except PermissionError:
-                pass
-        out.append(pid)
-    return out
-
-
 class SubprocessRun:
     """A ``run_fn`` that runs ``argv`` (``torchkfp run --config ... --quiet``) per tick.
 
     The run gets its own process group (so Ctrl-C in the terminal reaches only the scheduler,
     which then stops the run deliberately), its stdout/stderr go to ``<log_dir>/run-N-<time>.
     out|err``, and the summary path is the last stdout line (``torchkfp run`` prints it last
-    on success and on failure). On cancel: SIGTERM to the group, up to ``grace_s`` seconds for
-    every process the run started to exit (torchrun stops its workers), then SIGKILL for the
-    rest. A crashing run cannot take the scheduler down.
+    on success and on failure). On cancel: :func:`~torchkfp.procs.terminate_tree` (SIGTERM to
+    every process the run started, ``grace_s`` seconds for torchrun to stop its workers, then
+    SIGKILL for the rest). A crashing run cannot take the scheduler down.
     """
 
     def __init__(
@@ -258,28 +144,32 @@ class SubprocessRun:
         with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
             try:
                 proc = subprocess.Popen(
-                    self.argv, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env,
+                    self.argv,
+                    stdout=fo,
+                    stderr=fe,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
                     start_new_session=True,
-                )  # fmt: skip
+                )
             except OSError as e:
                 return RunOutcome("failed", error=f"cannot start {self.argv[0]!r}: {e}")
-            terminated = False
-            while True:
-                try:
+            rc = None
+            while rc is None and not ctx.cancelled:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     rc = proc.wait(timeout=self.poll_s)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if ctx.cancelled and not terminated:
-                    terminated = True
-                    self.log(f"stopping run {ctx.number}: SIGTERM to its processes (pid "
-                             f"{proc.pid}), SIGKILL after {self.grace_s:g}s")  # fmt: skip
-                    rc = self._terminate(proc)
-                    break
+            terminated = rc is None
+            if terminated:
+                self.log(
+                    f"stopping run {ctx.number}: SIGTERM to its processes (pid {proc.pid}), "
+                    f"SIGKILL after {self.grace_s:g}s"
+                )
+                rc = terminate_tree(proc, self.grace_s, min(self.poll_s, 0.1))
         details: dict[str, Any] = {
-            "exit_code": rc, "pid": proc.pid,
-            "stdout_log": str(out_path), "stderr_log": str(err_path),
-        }  # fmt: skip
+            "exit_code": rc,
+            "pid": proc.pid,
+            "stdout_log": str(out_path),
+            "stderr_log": str(err_path),
+        }
         if terminated:
             return RunOutcome(
                 "terminated", error=f"stopped by the scheduler, exit code {rc}", details=details
@@ -288,35 +178,6 @@ class SubprocessRun:
         if rc == 0:
             return RunOutcome("succeeded", summary_path, details=details)
         return RunOutcome("failed", summary_path, self._error(rc, summary_path, err_path), details)
-
-    def _terminate(self, proc: subprocess.Popen) -> int:
-        """SIGTERM the run's process group, give everything the run started ``grace_s``
-        seconds to exit, then SIGKILL what is left.
-
-        "Everything" includes processes in other sessions: torchrun starts its workers with
-        ``start_new_session=True``, so they are outside the run's group. They are found by
-        walking /proc from the run's pid (Linux) before signalling, and waited for, so
-        torchrun gets the grace period to stop its own workers; stragglers are killed."""
-        tree = _process_tree(proc.pid)
-
-        def killpg(sig: int) -> None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
-
-        killpg(signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s
-        rc = None
-        while time.monotonic() < deadline:
-            if rc is None:
-                rc = proc.poll()
-            if rc is not None and not _alive(tree):
-                return rc
-            time.sleep(min(self.poll_s, 0.1))
-        killpg(signal.SIGKILL)
-        for pid in _alive(tree):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        return proc.wait() if rc is None else rc
 
     @staticmethod
     def _summary_path(out_path: Path) -> str | None:
@@ -383,7 +244,9 @@ class LocalScheduler:
         log: Callable[[str], None] | None = None,
         handle_signals: bool = True,
     ):
-        self.schedule = cron if isinstance(cron, CronSchedule) else CronSchedule.parse(cron)
+        self.schedule = (
+            cron if isinstance(cron, CronSchedule) else CronSchedule.parse(cron, allow_seconds=True)
+        )
         if max_runs is not None and max_runs < 1:
             raise ScheduleError(f"max_runs={max_runs}: must be >= 1 (or None for no limit)")
         self.run_fn = run_fn
@@ -474,8 +337,13 @@ class LocalScheduler:
             t = self.schedule.next_after(t)
         if n > MAX_SKIP_RECORDS:
             more = n - MAX_SKIP_RECORDS
-            self._record("skipped", status="skipped", tick=_iso(last), count=more,
-                         reason=f"{reason} ({more} more ticks up to this one)")  # fmt: skip
+            self._record(
+                "skipped",
+                status="skipped",
+                tick=_iso(last),
+                count=more,
+                reason=f"{reason} ({more} more ticks up to this one)",
+            )
             self.log(f"skipped {more} more tick(s) up to {self._local(last)}: {reason}")
         self.result.skipped += n
 
@@ -486,13 +354,11 @@ class LocalScheduler:
     def run(self) -> SchedulerResult:
         """Run until stopped (signal, :meth:`request_stop`) or ``max_runs`` is reached."""
         with self._history_lock(), self._signals():
-            self._record(
-                "scheduler_started", time=_iso(self.clock()), cron=self.schedule.text,
-                timezone=self.schedule.tz_name, max_runs=self.max_runs, pid=os.getpid(),
-            )  # fmt: skip
+            cron, tz, pid = self.schedule.text, self.schedule.tz_name, os.getpid()
+            started = {"time": _iso(self.clock()), "cron": cron, "timezone": tz}
+            self._record("scheduler_started", **started, max_runs=self.max_runs, pid=pid)
             next_tick = self.schedule.next_after(self.clock())
-            self.log(f"scheduler started: cron {self.schedule.text!r}; next run at "
-                     f"{self._local(next_tick)}")  # fmt: skip
+            self.log(f"scheduler started: cron {cron!r}; next run at {self._local(next_tick)}")
             while not self.stopping:
                 now = self.clock()
                 if now < next_tick:
@@ -502,8 +368,7 @@ class LocalScheduler:
                 while (t := self.schedule.next_after(tick)) <= now:
                     tick = t
                 if tick != next_tick:
-                    self._skip_ticks(next_tick, tick, "missed: the scheduler was not running "
-                                     "at that time (machine asleep or clock jump)")  # fmt: skip
+                    self._skip_ticks(next_tick, tick, _MISSED)
                 ctx = self._execute(tick)
                 if self.max_runs is not None and self.result.runs >= self.max_runs:
                     self.request_stop(f"max-runs {self.max_runs} reached")
@@ -519,14 +384,15 @@ class LocalScheduler:
                 self.log(f"next run at {self._local(next_tick)}")
             r = self.result
             r.stop_reason = self._stop_reason
+            counts = {k: v for k, v in asdict(r).items() if k != "stop_reason"}
             self._record(
-                "scheduler_stopped", time=_iso(self.clock()), reason=r.stop_reason, runs=r.runs,
-                succeeded=r.succeeded, failed=r.failed, terminated=r.terminated,
-                skipped=r.skipped,
-            )  # fmt: skip
-            self.log(f"scheduler stopped ({r.stop_reason}): {r.runs} run(s): {r.succeeded} "
-                     f"succeeded, {r.failed} failed, {r.terminated} terminated; "
-                     f"{r.skipped} tick(s) skipped")  # fmt: skip
+                "scheduler_stopped", time=_iso(self.clock()), reason=r.stop_reason, **counts
+            )
+            self.log(
+                f"scheduler stopped ({r.stop_reason}): {r.runs} run(s): {r.succeeded} "
+                f"succeeded, {r.failed} failed, {r.terminated} terminated; "
+                f"{r.skipped} tick(s) skipped"
+            )
             return r
 
     def _execute(self, tick: dt.datetime) -> RunContext:
@@ -549,18 +415,17 @@ class LocalScheduler:
             )
         end = self.clock()
         setattr(self.result, outcome.status, getattr(self.result, outcome.status) + 1)
-        self._record(
-            "run", run=ctx.number, status=outcome.status, tick=_iso(tick), start=_iso(start),
-            end=_iso(end), seconds=round((end - start).total_seconds(), 3),
-            summary_path=outcome.summary_path, error=outcome.error,
-            stop_reason=self._stop_reason if outcome.status == "terminated" else None,
-            **outcome.details,
-        )  # fmt: skip
-        msg = f"run {ctx.number} {outcome.status} in {(end - start).total_seconds():.1f}s"
+        secs = (end - start).total_seconds()
+        rec = {"run": ctx.number, "status": outcome.status, "tick": _iso(tick)}
+        rec |= {"start": _iso(start), "end": _iso(end), "seconds": round(secs, 3)}
+        rec |= {"summary_path": outcome.summary_path, "error": outcome.error}
+        rec["stop_reason"] = self._stop_reason if outcome.status == "terminated" else None
+        self._record("run", **rec, **outcome.details)
+        msg = f"run {ctx.number} {outcome.status} in {secs:.1f}s"
         if outcome.summary_path:
             msg += f": {outcome.summary_path}"
         if outcome.error and outcome.status != "succeeded":
-            msg += f" ({outcome.error.splitlines()[-1][:300] if outcome.error else ''})"
+            msg += f" ({outcome.error.splitlines()[-1][:300]})"
         self.log(msg)
         return ctx
 

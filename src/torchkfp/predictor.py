@@ -1,36 +1,29 @@
-"""Load a self-contained model artifact and turn raw feature values into probabilities.
+"""Turn raw feature values into probabilities with a model artifact
+(format: :mod:`torchkfp.artifacts.model`).
 
-Used by the evaluator, batch prediction and the HTTP server: all apply the artifact's own
-fitted transform.
+Used by evaluation, batch prediction and the HTTP server: all apply the artifact's own fitted
+transform.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from torchkfp import artifacts
-from torchkfp.model import ModelSpec, TabularMLP
-from torchkfp.transform import FittedTransform
-
-MODEL_KIND = "model"
+from torchkfp.artifacts.model import ModelArtifact
 
 
 class Predictor:
     def __init__(self, model_dir: str | os.PathLike):
-        self.path = Path(model_dir)
-        self.metadata = artifacts.require(self.path, MODEL_KIND)
-        self.transform = FittedTransform.load(self.path / "transform.json")
-        spec = ModelSpec(**json.loads((self.path / "model_spec.json").read_text()))
-        self.model = TabularMLP(spec)
-        self.model.load_state_dict(torch.load(self.path / "model.pt", weights_only=True))
-        self.model.eval()
+        self.artifact = ModelArtifact.load(model_dir)
+        self.path = self.artifact.path
+        self.metadata = self.artifact.metadata
+        self.transform = self.artifact.transform
+        self.model = self.artifact.module()
 
     @property
     def feature_names(self) -> list[str]:
@@ -49,7 +42,3 @@ class Predictor:
             sl = slice(start, start + 65536)
             out.append(torch.sigmoid(self.model(x_num[sl], x_cat[sl])))
         return torch.cat(out).double().numpy()
-
-
-def load_predictor(model_dir: str | os.PathLike) -> Predictor:
-    return Predictor(model_dir)

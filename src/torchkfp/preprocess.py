@@ -1,8 +1,10 @@
 """Stage 2: validate the dataset, fit the transform on the training split, and write
 training-ready tensors for every split.
 
-Outputs: a transform artifact (``transform.json``) and a features artifact holding
-``<split>.pt`` = {"x_num": float32 [N, F], "x_cat": int64 [N, C], "y": float32 [N]}.
+Outputs: a Transform artifact and a Features artifact (formats:
+:mod:`torchkfp.artifacts.transform`, :mod:`torchkfp.artifacts.features`).
+
+Settings: the ``data`` (label and feature columns) and ``preprocess`` sections only.
 """
 
 from __future__ import annotations
@@ -11,20 +13,16 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from torchkfp import artifacts
-from torchkfp.config import Config
-from torchkfp.ingest import KIND as DATASET_KIND
-from torchkfp.ingest import SPLITS, DataValidationError, read_split
-from torchkfp.transform import FittedTransform, fit
-
-TRANSFORM_KIND = "transform"
-FEATURES_KIND = "features"
-TRANSFORM_FILE = "transform.json"
+from torchkfp.artifacts import dataset as dataset_artifact
+from torchkfp.artifacts import features as features_artifact
+from torchkfp.artifacts import transform as transform_artifact
+from torchkfp.config import DataConfig, PreprocessConfig
+from torchkfp.errors import DataValidationError
+from torchkfp.transform import fit
 
 
 @dataclass
@@ -37,7 +35,8 @@ class PreprocessResult:
 
 
 def preprocess(
-    cfg: Config,
+    d: DataConfig,
+    settings: PreprocessConfig,
     dataset_dir: str | os.PathLike,
     transform_dir: str | os.PathLike,
     features_dir: str | os.PathLike,
@@ -46,13 +45,12 @@ def preprocess(
     """``expected_fingerprint`` (the pipeline passes ingest's output) must match the dataset's
     own: the fingerprint is an explicit input so that KFP cache keys follow the data."""
     t0 = time.perf_counter()
-    ds_meta = artifacts.require(dataset_dir, DATASET_KIND)
+    ds_meta = artifacts.require(dataset_dir, dataset_artifact.KIND)
     artifacts.check_fingerprint(ds_meta, expected_fingerprint, dataset_dir)
-    d = cfg.data
     columns = [d.label, *d.numeric_features, *d.categorical_features]
     frames = {}
-    for split in SPLITS:
-        table = read_split(dataset_dir, split)
+    for split in dataset_artifact.SPLITS:
+        table = dataset_artifact.read_split(dataset_dir, split)
         missing = [c for c in columns if c not in table.column_names]
         if missing:
             raise DataValidationError(
@@ -80,14 +78,12 @@ def preprocess(
         label=d.label,
         numeric_features=d.numeric_features,
         categorical_features=d.categorical_features,
-        min_category_count=cfg.preprocess.min_category_count,
-        max_vocab_size=cfg.preprocess.max_vocab_size,
+        min_category_count=settings.min_category_count,
+        max_vocab_size=settings.max_vocab_size,
     )
-    tdir = artifacts.begin(transform_dir)
-    tf.save(tdir / TRANSFORM_FILE)
-    artifacts.commit(
-        tdir,
-        TRANSFORM_KIND,
+    tdir = transform_artifact.write(
+        transform_dir,
+        tf,
         {
             "fitted_on": "train",
             "num_numeric_inputs": tf.num_numeric_inputs,
@@ -102,14 +98,7 @@ def preprocess(
     for split, df in frames.items():
         arrays = tf.transform(df)
         yy = tf.labels(df)
-        torch.save(
-            {
-                "x_num": torch.from_numpy(arrays["x_num"]),
-                "x_cat": torch.from_numpy(arrays["x_cat"]),
-                "y": torch.from_numpy(yy),
-            },
-            fdir / f"{split}.pt",
-        )
+        features_artifact.write_split(fdir, split, arrays["x_num"], arrays["x_cat"], yy)
         rows[split] = int(len(df))
         unknown[split] = {
             name: float((arrays["x_cat"][:, i] == 0).mean()) if len(df) else 0.0
@@ -118,7 +107,7 @@ def preprocess(
         pos[split] = float(np.mean(yy)) if len(yy) else float("nan")
     artifacts.commit(
         fdir,
-        FEATURES_KIND,
+        features_artifact.KIND,
         {
             "rows": rows,
             "positive_rate": pos,
@@ -139,13 +128,3 @@ def preprocess(
                     file=sys.stderr,
                 )
     return PreprocessResult(str(tdir), str(fdir), rows, pos, time.perf_counter() - t0)
-
-
-def load_transform(transform_dir: str | os.PathLike) -> FittedTransform:
-    artifacts.require(transform_dir, TRANSFORM_KIND)
-    return FittedTransform.load(Path(transform_dir) / TRANSFORM_FILE)
-
-
-def load_features(features_dir: str | os.PathLike, split: str) -> dict[str, torch.Tensor]:
-    artifacts.require(features_dir, FEATURES_KIND)
-    return torch.load(Path(features_dir) / f"{split}.pt", weights_only=True)

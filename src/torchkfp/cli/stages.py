@@ -21,6 +21,8 @@ from typing import Any
 
 import typer
 
+from torchkfp.cli.options import ConfigOpt, SetOpt, echo_json, fail, load_config
+
 component_app = typer.Typer(
     help="Run one DAG stage on its own, with explicit input and output folders and the same "
     "config as `torchkfp run` (the same library call as the stage's KFP component). Each "
@@ -28,25 +30,6 @@ component_app = typer.Typer(
     "prev/features --transform prev/transform --model-out model",
     no_args_is_help=True,
 )
-
-ConfigOpt = typer.Option(
-    None, "--config", "-c",
-    help="YAML config (default: configs/local.yaml if present, else the embedded defaults).",
-)  # fmt: skip
-SetOpt = typer.Option(
-    None, "--set", help="Override one setting, e.g. --set train.epochs=2 (repeatable; YAML value)."
-)
-
-
-def _config(config: str | None, sets: list[str] | None):  # -> Config
-    from torchkfp.cli import load_config
-
-    return load_config(config, sets)
-
-
-def _fail(msg: str, code: int) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
-    raise typer.Exit(code)
 
 
 @contextlib.contextmanager
@@ -77,13 +60,13 @@ def _stage(name: str) -> Iterator[None]:
         with _stdout_to_stderr():
             yield
     except ConfigError as e:
-        _fail(f"{name}: {e}", 2)
+        fail(f"{name}: {e}", 2)
     except (ArtifactError, DataValidationError, TrainingError, RegistryError) as e:
-        _fail(f"{name}: {e}", 1)
+        fail(f"{name}: {e}", 1)
 
 
 def _emit(result: dict[str, Any]) -> None:
-    typer.echo(json.dumps(result, default=str))
+    echo_json(result, indent=None)  # one line: the commands chain with `| jq`
 
 
 def _abs(p: str) -> str:
@@ -105,11 +88,18 @@ def ingest_cmd(
     """
     from torchkfp.ingest import ingest
 
-    cfg = _config(config, set_)
+    cfg = load_config(config, set_)
     with _stage("ingest"):
         r = ingest(cfg, _abs(out))
-    _emit({"stage": "ingest", "dataset": r.path, "rows": r.rows, "fingerprint": r.fingerprint,
-           "seconds": r.seconds})  # fmt: skip
+    _emit(
+        {
+            "stage": "ingest",
+            "dataset": r.path,
+            "rows": r.rows,
+            "fingerprint": r.fingerprint,
+            "seconds": r.seconds,
+        }
+    )
 
 
 @component_app.command("preprocess")
@@ -127,11 +117,19 @@ def preprocess_cmd(
     """
     from torchkfp.preprocess import preprocess
 
-    cfg = _config(config, set_)
+    cfg = load_config(config, set_)
     with _stage("preprocess"):
         r = preprocess(cfg, _abs(dataset), _abs(transform_out), _abs(features_out))
-    _emit({"stage": "preprocess", "transform": r.transform_path, "features": r.features_path,
-           "rows": r.rows, "positive_rate": r.positive_rate, "seconds": r.seconds})  # fmt: skip
+    _emit(
+        {
+            "stage": "preprocess",
+            "transform": r.transform_path,
+            "features": r.features_path,
+            "rows": r.rows,
+            "positive_rate": r.positive_rate,
+            "seconds": r.seconds,
+        }
+    )
 
 
 @component_app.command("train")
@@ -144,7 +142,7 @@ def train_cmd(
         "--checkpoint-dir",
         help="Checkpoint every epoch here and resume from it if it holds one (default: none, "
         "train from scratch). The DAG's train step uses <model>-checkpoints.",
-    ),  # fmt: skip
+    ),
     config: str = ConfigOpt,
     set_: list[str] = SetOpt,
 ) -> None:
@@ -157,14 +155,23 @@ def train_cmd(
     """
     from torchkfp.trainer import launch
 
-    cfg = _config(config, set_)
+    cfg = load_config(config, set_)
     ckpt = _abs(checkpoint_dir) if checkpoint_dir else None
     with _stage("train"):
         r = launch(cfg, _abs(features), _abs(transform), _abs(model_out), ckpt)
-    _emit({"stage": "train", "model": r.model_path, "world_size": r.world_size,
-           "epochs_run": r.epochs_run, "best_epoch": r.best_epoch,
-           "best_val_loss": r.best_val_loss, "samples_per_s": r.samples_per_s,
-           "checkpoint_dir": ckpt, "seconds": r.seconds})  # fmt: skip
+    _emit(
+        {
+            "stage": "train",
+            "model": r.model_path,
+            "world_size": r.world_size,
+            "epochs_run": r.epochs_run,
+            "best_epoch": r.best_epoch,
+            "best_val_loss": r.best_val_loss,
+            "samples_per_s": r.samples_per_s,
+            "checkpoint_dir": ckpt,
+            "seconds": r.seconds,
+        }
+    )
 
 
 @component_app.command("evaluate")
@@ -176,7 +183,7 @@ def evaluate_cmd(
         "--champion",
         help="Champion model folder to compare against (default: the registry's "
         "deploy.alias version, if any).",
-    ),  # fmt: skip
+    ),
     no_champion: bool = typer.Option(
         False, "--no-champion", help="Gate on the absolute thresholds only."
     ),
@@ -199,8 +206,8 @@ def evaluate_cmd(
     from torchkfp.registry import champion_path
 
     if champion and no_champion:
-        _fail("--champion and --no-champion exclude each other; pass one", 2)
-    cfg = _config(config, set_)
+        fail("--champion and --no-champion exclude each other; pass one", 2)
+    cfg = load_config(config, set_)
     out: Path | None = None
     with _stage("evaluate"):
         t0 = time.perf_counter()
@@ -208,10 +215,18 @@ def evaluate_cmd(
         r = evaluate(cfg, _abs(model), _abs(dataset), champ)
         if report_out:
             out = Path(r.save(Path(report_out).resolve()))
-    _emit({"stage": "evaluate", "promote": r.promote, "reasons": r.reasons,
-           "metrics": r.metrics, "champion": champ, "champion_metrics": r.champion_metrics,
-           "report": str(out) if out else None,
-           "seconds": time.perf_counter() - t0})  # fmt: skip
+    _emit(
+        {
+            "stage": "evaluate",
+            "promote": r.promote,
+            "reasons": r.reasons,
+            "metrics": r.metrics,
+            "champion": champ,
+            "champion_metrics": r.champion_metrics,
+            "report": str(out) if out else None,
+            "seconds": time.perf_counter() - t0,
+        }
+    )
 
 
 @component_app.command("deploy")
@@ -224,7 +239,7 @@ def deploy_cmd(
         "--if-promoted",
         help="An evaluate report (--report-out): deploy only if it says promote, as the DAG "
         "does; otherwise print the skip and exit 0.",
-    ),  # fmt: skip
+    ),
     config: str = ConfigOpt,
     set_: list[str] = SetOpt,
 ) -> None:
@@ -235,17 +250,26 @@ def deploy_cmd(
       torchkfp component deploy --model w/model\n
       torchkfp component deploy --model w/model --if-promoted w/report.json
     """
-    cfg = _config(config, set_)
+    cfg = load_config(config, set_)
     if if_promoted:
         try:
             decision = json.loads(Path(if_promoted).read_text())["promote"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            _fail(f"deploy: --if-promoted {if_promoted!r} is not an evaluate report "
-                  f"({type(e).__name__}: {e}); write one with `component evaluate "
-                  "--report-out`", 2)  # fmt: skip
+            fail(
+                f"deploy: --if-promoted {if_promoted!r} is not an evaluate report "
+                f"({type(e).__name__}: {e}); write one with `component evaluate "
+                "--report-out`",
+                2,
+            )
         if decision is not True:
-            _emit({"stage": "deploy", "deployed": False, "model": _abs(model),
-                   "reason": f"not promoted by the evaluation gate ({if_promoted})"})  # fmt: skip
+            _emit(
+                {
+                    "stage": "deploy",
+                    "deployed": False,
+                    "model": _abs(model),
+                    "reason": f"not promoted by the evaluation gate ({if_promoted})",
+                }
+            )
             return
     with _stage("deploy"):
         if cfg.deploy.registry == "local":
@@ -260,5 +284,4 @@ def deploy_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``component`` group to the main app."""
     app.add_typer(component_app, name="component")

@@ -1,8 +1,11 @@
-"""Stage 4: test-split metrics and the promotion gate.
+"""Stage 4: test-split metrics and the promotion gate (``evaluate_candidate``).
 
 The candidate (and the current champion, if any) score the same raw test split through their
 own bundled transforms. The gate promotes when the candidate clears the absolute thresholds and
-beats the champion's ROC AUC by more than ``evaluate.champion_margin``.
+beats the champion's ROC AUC by more than ``evaluate.champion_margin``. Finding the champion
+is the registry's job (:func:`torchkfp.registry.open_registry`): this stage gets its folder.
+
+Settings: the ``evaluate`` section only.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from torchkfp import metrics
-from torchkfp.config import Config, EvaluateConfig
-from torchkfp.ingest import read_split
+from torchkfp.artifacts import dataset as dataset_artifact
+from torchkfp.config import EvaluateConfig
 from torchkfp.predictor import Predictor
 
 
@@ -88,18 +91,18 @@ def gate(
     return ok, reasons
 
 
-def evaluate(
-    cfg: Config,
+def evaluate_candidate(
+    ec: EvaluateConfig,
     model_dir: str | os.PathLike,
     dataset_dir: str | os.PathLike,
     champion_dir: str | os.PathLike | None = None,
 ) -> EvalResult:
     t0 = time.perf_counter()
     cand = Predictor(model_dir)
-    test = read_split(dataset_dir, "test").to_pandas()
+    test = dataset_artifact.read_split(dataset_dir, "test").to_pandas()
     y = test[cand.transform.label].to_numpy(dtype=np.float64)
     p = cand.predict_proba(test)
-    thr = cfg.evaluate.threshold
+    thr = ec.threshold
     report = metrics.classification_report(y, p, thr)
     fpr, tpr, th = metrics.roc_curve(y, p)
     champ_report = None
@@ -109,9 +112,11 @@ def evaluate(
             champ = Predictor(champion_dir)
             champ_report = metrics.classification_report(y, champ.predict_proba(test), thr)
         except (KeyError, ValueError) as e:
-            notes.append(f"champion at {champion_dir} cannot score this test set ({e}); "
-                         "gating on thresholds only")  # fmt: skip
-    promote, reasons = gate(cfg.evaluate, report, champ_report)
+            notes.append(
+                f"champion at {champion_dir} cannot score this test set ({e}); "
+                "gating on thresholds only"
+            )
+    promote, reasons = gate(ec, report, champ_report)
     return EvalResult(
         metrics=report,
         confusion=metrics.confusion(y, p, thr),

@@ -1,7 +1,6 @@
-"""Model registries: a local folder with numbered versions and aliases (the embedded default),
-and Vertex AI Model Registry (``torchkfp.vertex``).
+"""The local model registry: a folder with numbered versions and aliases (the embedded default).
 
-Local layout::
+Layout::
 
     <registry_dir>/<model_name>/versions/<N>/   # a copy of the model artifact + version.json
     <registry_dir>/<model_name>/aliases.json    # {"champion": N, ...}
@@ -18,21 +17,24 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from torchkfp import artifacts
-from torchkfp.config import Config
-
-
-class RegistryError(RuntimeError):
-    pass
+from torchkfp.artifacts import model as model_artifact
+from torchkfp.errors import RegistryError
+from torchkfp.registry.base import DeployResult
 
 
 class LocalRegistry:
-    def __init__(self, root: str | os.PathLike, model_name: str):
+    def __init__(self, root: str | os.PathLike, model_name: str, alias: str = "champion"):
         self.root = Path(root) / model_name
         self.model_name = model_name
+        self.alias = alias
+
+    def describe(self) -> str:
+        return f"local registry {self.root}"
 
     @contextlib.contextmanager
     def _lock(self):
@@ -74,7 +76,7 @@ class LocalRegistry:
         return p
 
     def register(self, model_dir: str | os.PathLike, labels: dict[str, Any] | None = None) -> int:
-        meta = artifacts.require(model_dir, "model")
+        meta = artifacts.require(model_dir, model_artifact.KIND)
         with self._lock():
             self.versions_dir.mkdir(parents=True, exist_ok=True)
             version = (self.versions()[-1] + 1) if self.versions() else 1
@@ -106,12 +108,25 @@ class LocalRegistry:
             artifacts.write_json(self.root / "aliases.json", aliases)
         return previous
 
-
-def champion_path(cfg: Config) -> str | None:
-    """Local path of the current champion's model artifact, or None if there is none."""
-    if cfg.deploy.registry == "local":
-        p = LocalRegistry(cfg.deploy.registry_dir, cfg.deploy.model_name).resolve(cfg.deploy.alias)
+    # ---- the Registry interface ------------------------------------------------------
+    def locate(self, alias: str) -> str | None:
+        p = self.resolve(alias)
         return str(p) if p else None
-    from torchkfp import vertex
 
-    return vertex.champion_local_path(cfg)
+    def champion(self) -> str | None:
+        return self.locate(self.alias)
+
+    def publish(self, model_uri: str, labels: dict[str, str] | None = None) -> DeployResult:
+        """A new version, then the alias moved to it (the local endpoint serves the alias)."""
+        t0 = time.perf_counter()
+        version = self.register(model_uri, labels)
+        previous = self.set_alias(self.alias, version)
+        return DeployResult(
+            registry="local",
+            model_name=self.model_name,
+            version=str(version),
+            alias=self.alias,
+            previous=None if previous is None else str(previous),
+            location=str(self.resolve(version)),
+            seconds=time.perf_counter() - t0,
+        )

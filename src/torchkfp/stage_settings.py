@@ -1,0 +1,44 @@
+"""Which config sections each stage receives, and the pipeline parameters that carry them.
+
+Every section is one pipeline parameter, ``<section>_config`` (a dict), and each step gets only
+the sections it uses, so its cache key (on Vertex AI: the resolved input values) changes only
+when something it uses changes. The one config file still sets everything: the compiled
+pipeline takes its sections as parameter defaults, and ``submit`` fills the values from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "ingest": ("warehouse", "data"),
+    "preprocess": ("data", "preprocess"),
+    "train": ("train",),
+    # evaluate and deploy find the registry through deploy (+ vertex); both are never cached
+    "evaluate": ("evaluate", "deploy", "vertex"),
+    "deploy": ("deploy", "vertex"),
+}
+PIPELINE_SECTIONS: tuple[str, ...] = tuple(
+    dict.fromkeys(s for sections in STAGE_SECTIONS.values() for s in sections)
+)
+"""The sections that are pipeline parameters (``run`` only concerns the local runner)."""
+
+
+def parameter_name(section: str) -> str:
+    return f"{section}_config"
+
+
+def section_parameter(section: Any) -> dict[str, Any]:
+    """A config section as a pipeline parameter value. KFP's parameter values (protobuf
+    Struct) cannot hold null, so unset optional settings are left out: every optional setting
+    defaults to None, so the stage rebuilds the same section from what is left."""
+    values = section.to_dict()
+    for name, value in values.items():
+        if value is None and type(section).model_fields[name].default is not None:
+            raise ValueError(f"{name} is None but defaults to something else")
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def pipeline_parameters(cfg: Any) -> dict[str, dict[str, Any]]:
+    """``{"warehouse_config": {...}, "data_config": {...}, ...}`` for a ``Config``."""
+    return {parameter_name(s): section_parameter(cfg.section(s)) for s in PIPELINE_SECTIONS}

@@ -1,0 +1,117 @@
+"""One DDP rank: ``python -m torchkfp.training.worker`` (started by torchrun, see
+:mod:`torchkfp.training.launcher`).
+
+Joins the process group with the backend the launcher chose, loads the features, builds the
+model and the :class:`~torchkfp.training.loop.Trainer`, runs the loop; global rank 0 then
+writes the model artifact (format: :mod:`torchkfp.artifacts.model`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from torchkfp import __version__, artifacts
+from torchkfp.artifacts import features as features_artifact
+from torchkfp.artifacts import model as model_artifact
+from torchkfp.artifacts import transform as transform_artifact
+from torchkfp.config import TrainConfig
+from torchkfp.model import ModelSpec, TabularMLP
+from torchkfp.training.loop import Trainer
+
+IDENTITY_SETTINGS = ("batch_size", "learning_rate", "weight_decay", "seed", "unknown_category_rate")
+"""Settings a checkpoint must share to be resumed (epochs and patience may change)."""
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m torchkfp.training.worker")
+    ap.add_argument("--train-settings", required=True, help="JSON file: the train section")
+    ap.add_argument("--backend", required=True, choices=("nccl", "gloo"))
+    ap.add_argument("--features", required=True)
+    ap.add_argument("--transform", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--checkpoint-dir", default=None)
+    return ap.parse_args(argv)
+
+
+def _model_metadata(
+    trainer: Trainer, feats_meta: dict, wall: float, backend: str
+) -> dict[str, object]:
+    sps = trainer.samples / trainer.train_seconds if trainer.train_seconds else 0.0
+    return {
+        "framework": f"torch {torch.__version__}",
+        "code_version": __version__,
+        "data_fingerprint": feats_meta.get("data_fingerprint"),
+        "training": {
+            "world_size": trainer.world,
+            "backend": backend,
+            "device": trainer.device.type,
+            "epochs_run": trainer.epoch,
+            "best_epoch": trainer.best_epoch,
+            "best_val_loss": trainer.best_loss,
+            "history": trainer.history,
+            "samples_per_s": sps,
+            "train_seconds": trainer.train_seconds,
+            "wall_seconds": wall,
+            "resumed_from_epoch": trainer.resumed_from,
+            "config": trainer.tc.to_dict(),
+        },
+    }
+
+
+@record  # a worker's exception reaches the launcher's error message (TORCHELASTIC_ERROR_FILE)
+def main(argv: list[str] | None = None) -> None:
+    a = _parse(argv)
+    t0 = time.perf_counter()
+    tc = TrainConfig.from_dict(json.loads(Path(a.train_settings).read_text()))
+    use_cuda = a.backend == "nccl"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    torch.set_num_threads(tc.threads_per_process)
+    dist.init_process_group(backend=a.backend, device_id=device if use_cuda else None)
+    try:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        torch.manual_seed(tc.seed)  # identical initial weights on every rank
+        feats_meta = artifacts.require(a.features, features_artifact.KIND)
+        train = features_artifact.read_split(a.features, "train")
+        val = features_artifact.read_split(a.features, "validation")
+        spec = ModelSpec(
+            num_numeric=int(train["x_num"].shape[1]),
+            cardinalities=list(feats_meta["cardinalities"]),
+            hidden_sizes=list(tc.hidden_sizes),
+            dropout=tc.dropout,
+            max_embedding_dim=tc.max_embedding_dim,
+        )
+        model = TabularMLP(spec)
+        identity = {
+            "data_fingerprint": feats_meta.get("data_fingerprint"),
+            "model_spec": spec.to_dict(),
+            "world_size": world,
+            **{k: getattr(tc, k) for k in IDENTITY_SETTINGS},
+        }
+        ck = Path(a.checkpoint_dir) if a.checkpoint_dir else None
+        trainer = Trainer(tc, model, train, val, device, rank, world, ck, identity)
+        trainer.train_loop()
+        if rank == 0:
+            state = trainer.best_state or {
+                k: v.detach().cpu() for k, v in trainer.model.state_dict().items()
+            }
+            meta = _model_metadata(trainer, feats_meta, time.perf_counter() - t0, a.backend)
+            tf = transform_artifact.read(a.transform)
+            model_artifact.write(a.model, state, spec, tf, meta)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

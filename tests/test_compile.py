@@ -1,0 +1,183 @@
+"""Compiling the pipelines: both targets, compile.py, the Vertex custom job, and cache keys that
+follow each stage's own settings and the data."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp.components import load_component_from_file
+from torchkfp.pipelines.compiler import compile_pipeline, compile_pipelines
+
+from torchkfp.config import Config
+from torchkfp.stage_settings import (
+    PIPELINE_SECTIONS,
+    STAGE_SECTIONS,
+    parameter_name,
+    section_parameter,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def vertex_cfg() -> Config:
+    return Config.load(ROOT / "configs/vertex.example.yaml", resolve_paths=False)
+
+
+def compiled(target: str, cfg: Config, path: Path) -> dict:
+    return yaml.safe_load(Path(compile_pipeline(target, cfg, path)).read_text())
+
+
+def resolved_tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the compiled pipeline (condition branches included) with what its cache
+    key is made of: the component and executor it runs, and its input parameters resolved to
+    the values a run with the pipeline's defaults gives them."""
+    out: dict[str, dict] = {}
+
+    def walk(component: dict, scope: dict) -> None:
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            values = {}
+            for key, v in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in v:
+                    values[key] = scope[v["componentInputParameter"]]
+                elif "runtimeValue" in v:
+                    values[key] = v["runtimeValue"].get("constant")
+                else:
+                    values[key] = v  # another task's output: same reference in both
+            comp = spec["components"][task["componentRef"]["name"]]
+            if "dag" in comp:  # a condition branch: its tasks see these values
+                walk(comp, values)
+                continue
+            exe = spec["deploymentSpec"]["executors"][comp["executorLabel"]]
+            out[name] = {
+                "parameters": values,
+                "artifacts": task.get("inputs", {}).get("artifacts", {}),
+                "component": {k: v for k, v in comp.items() if k != "executorLabel"},
+                "executor": exe,
+                "caching": task.get("cachingOptions", {}),
+            }
+
+    root_defaults = {
+        n: d.get("defaultValue") for n, d in spec["root"]["inputDefinitions"]["parameters"].items()
+    }
+    walk(spec["root"], root_defaults)
+    return out
+
+
+def test_each_stage_gets_only_its_own_sections(tmp_path, vertex_cfg):
+    tasks = resolved_tasks(compiled("local", vertex_cfg, tmp_path / "l.yaml"))
+    for stage, sections in STAGE_SECTIONS.items():
+        got = {p for p in tasks[stage]["parameters"] if p.endswith("_config")}
+        assert got == {parameter_name(s) for s in sections}, stage
+        for s in sections:
+            value = tasks[stage]["parameters"][parameter_name(s)]
+            assert value == section_parameter(vertex_cfg.section(s))
+            section = type(vertex_cfg.section(s))
+            assert section.from_dict(value) == vertex_cfg.section(s)  # what the stage rebuilds
+
+
+def test_gate_and_deploy_settings_change_only_evaluate_and_deploy(tmp_path, vertex_cfg):
+    """The compile-twice proof: on Vertex a task's cache key is its component plus its resolved
+    inputs; different gate/deploy settings leave every task before evaluation identical."""
+    other = vertex_cfg.override(
+        {
+            "evaluate.champion_margin": 0.01,
+            "evaluate.min_roc_auc": 0.65,
+            "vertex.traffic_percentage": 10,
+            "vertex.serving_machine_type": "n1-standard-4",
+            "deploy.alias": "prod",
+        }
+    )
+    a = resolved_tasks(compiled("vertex", vertex_cfg, tmp_path / "a.yaml"))
+    b = resolved_tasks(compiled("vertex", other, tmp_path / "b.yaml"))
+    assert set(a) == set(b) == {"ingest", "preprocess", "train", "evaluate", "deploy"}
+    for name in ("ingest", "preprocess", "train"):
+        assert a[name] == b[name], name
+    assert a["evaluate"]["parameters"] != b["evaluate"]["parameters"]
+    assert a["deploy"]["parameters"] != b["deploy"]["parameters"]
+    # and a training setting changes training, not ingestion or preprocessing
+    c = resolved_tasks(
+        compiled("vertex", vertex_cfg.override({"train.epochs": 3}), tmp_path / "c.yaml")
+    )
+    assert a["ingest"] == c["ingest"] and a["preprocess"] == c["preprocess"]
+    assert a["train"] != c["train"]
+
+
+def test_pipeline_parameters_are_the_sections(tmp_path, vertex_cfg):
+    spec = compiled("vertex", vertex_cfg, tmp_path / "v.yaml")
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {parameter_name(s) for s in PIPELINE_SECTIONS}
+    assert params["train_config"]["defaultValue"] == vertex_cfg.train.to_dict()
+    assert params["vertex_config"]["defaultValue"]["project"] == vertex_cfg.vertex.project
+    assert params["train_config"]["parameterType"] == "STRUCT"
+
+
+def test_data_fingerprint_is_in_the_cache_key_of_preprocess_and_train(tmp_path, small_config):
+    tasks = compiled("local", small_config, tmp_path / "p.yaml")["root"]["dag"]["tasks"]
+    for name in ("preprocess", "train"):
+        fp = tasks[name]["inputs"]["parameters"]["data_fingerprint"]["taskOutputParameter"]
+        assert fp == {"outputParameterKey": "fingerprint", "producerTask": "ingest"}
+    assert not tasks["ingest"].get("cachingOptions", {}).get("enableCache")  # never cached
+    assert tasks["preprocess"]["cachingOptions"]["enableCache"] is True
+
+
+def test_compile_both_targets_and_load_back(tmp_path, small_config, vertex_cfg):
+    paths = compile_pipelines(small_config, vertex_cfg, tmp_path)
+    for path in paths.values():
+        comp = load_component_from_file(path)
+        assert comp.name == "torchkfp-flights-delay"
+        assert "train_config" in comp.component_spec.inputs
+    spec = yaml.safe_load(Path(paths["vertex"]).read_text())
+    text = Path(paths["vertex"]).read_text()
+    # training runs as a Vertex custom job with chief + workers on GPUs, in our image
+    train_exe = resolved_tasks(spec)["train"]["executor"]["container"]
+    assert "custom_job" in " ".join(train_exe.get("command", []) + train_exe.get("args", []))
+    assert "NVIDIA_TESLA_T4" in text and "n1-standard-8" in text
+    assert vertex_cfg.vertex.training_image in text
+    local = Path(paths["local"]).read_text()
+    assert "custom_job" not in local
+    assert "condition" in text  # the promotion gate wraps deployment
+
+
+def test_compile_py_writes_both_yamls(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "compile.py"), "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (tmp_path / "flights_delay_vertex.yaml").is_file()
+    assert (tmp_path / "flights_delay_local.yaml").is_file()
+    assert "vertex:" in out.stdout
+
+
+def _worker_pools(spec: dict) -> list[dict] | None:
+    for comp in spec["components"].values():
+        params = comp.get("inputDefinitions", {}).get("parameters", {})
+        if "worker_pool_specs" in params:
+            return params["worker_pool_specs"]["defaultValue"]
+    return None
+
+
+def test_vertex_training_is_a_multi_replica_custom_job(tmp_path, small_config):
+    cfg = small_config.override(
+        {
+            "vertex.replica_count": 3,
+            "vertex.training_image": "example.com/img:1",
+            "vertex.machine_type": "a2-highgpu-1g",
+            "vertex.accelerator_type": "NVIDIA_TESLA_A100",
+        }
+    )
+    pools = _worker_pools(compiled("vertex", cfg, tmp_path / "v.yaml"))
+    assert [p["replica_count"] for p in pools] == [1, 2]  # chief + 2 workers
+    for p in pools:
+        assert p["machine_spec"] == {
+            "machine_type": "a2-highgpu-1g",
+            "accelerator_type": "NVIDIA_TESLA_A100",
+            "accelerator_count": 1,
+        }
+        assert p["container_spec"]["image_uri"] == "example.com/img:1"
+    assert _worker_pools(compiled("local", cfg, tmp_path / "l.yaml")) is None
