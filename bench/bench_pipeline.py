@@ -29,7 +29,7 @@ from torchkfp.pipelines.local import run_local
 
 from torchkfp import metrics
 from torchkfp.artifacts.features import read_split as load_features
-from torchkfp.cli import load_config
+from torchkfp.cli.options import load_config
 from torchkfp.model import ModelSpec, TabularMLP
 
 

@@ -75,6 +75,36 @@ def stage_outputs(tmp_path_factory, warehouse_path) -> dict:
 
 
 @pytest.fixture(scope="session")
+def dag_run(tmp_path_factory, warehouse_path) -> dict:
+    """The whole DAG, run once per session the way a user runs it: ``torchkfp run -q`` (CLI,
+    kfp.local) on the small slice with a fresh registry. Returns the config and the run
+    summary; the DAG tests and the stage-by-stage CLI comparison share it."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = tmp_path_factory.mktemp("dag")
+    cfg = make_config(root, warehouse_path, **{"train.epochs": 2})
+    cfg_file = root / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.to_dict()))
+    exe = Path(sys.executable).with_name("torchkfp")
+    p = subprocess.run(
+        [str(exe), "run", "-q", "--config", str(cfg_file)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    summary_path = p.stdout.strip().splitlines()[-1]  # the CLI prints it last
+    assert summary_path.endswith("run_summary.json")
+    summary = json.loads(Path(summary_path).read_text())
+    return {"config": cfg, "config_file": cfg_file, "summary": summary, "stdout": p.stdout}
+
+
+@pytest.fixture(scope="session")
 def trained_model(stage_outputs) -> str:
     """Path of a complete model artifact (weights, transform, feature spec, metadata)."""
     return stage_outputs["model"]

@@ -314,8 +314,10 @@ class FakeVertex:
         if job["state"] == "PIPELINE_STATE_RUNNING":
             job.setdefault("startTime", _now())
         if job["state"] in (
-            "PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"
-        ):  # fmt: skip
+            "PIPELINE_STATE_SUCCEEDED",
+            "PIPELINE_STATE_FAILED",
+            "PIPELINE_STATE_CANCELLED",
+        ):
             job.setdefault("startTime", _now())
             job.setdefault("endTime", _now())
             if job["state"] == "PIPELINE_STATE_FAILED" and self.state.job_errors[name]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from torchkfp.ingest import ingest, read_split
+from torchkfp.artifacts.dataset import SPLITS, read_split
+from torchkfp.ingest import ingest
 from torchkfp.warehouse import BigQueryWarehouse
 
 pytestmark = pytest.mark.integration
@@ -48,10 +49,24 @@ def bq_emulator(tmp_path_factory):
     rest, grpc = _port(), _port()
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(home)}
     proc = subprocess.Popen(
-        [exe, "start", "--rest-host", "127.0.0.1", "--rest-port", str(rest),
-         "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc), "--project", PROJECT],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            exe,
+            "start",
+            "--rest-host",
+            "127.0.0.1",
+            "--rest-port",
+            str(rest),
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc),
+            "--project",
+            PROJECT,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{rest}"
     try:
         for _ in range(100):
@@ -120,19 +135,26 @@ def bq_client(bq_emulator, warehouse_path):
 
 
 def test_bigquery_and_duckdb_ingest_the_same_rows(tmp_path, bq_client, small_config):
-    cfg = small_config.override({
-        "data.start_date": str(DAYS[0]), "data.validation_start": "2013-01-04",
-        "data.test_start": "2013-01-05", "data.end_date": str(DAYS[1]),
-    })  # fmt: skip
-    bq_cfg = cfg.override({
-        "warehouse.backend": "bigquery", "warehouse.project": PROJECT,
-        "warehouse.source_dataset": f"{PROJECT}.nycflights13",
-    })  # fmt: skip
+    cfg = small_config.override(
+        {
+            "data.start_date": str(DAYS[0]),
+            "data.validation_start": "2013-01-04",
+            "data.test_start": "2013-01-05",
+            "data.end_date": str(DAYS[1]),
+        }
+    )
+    bq_cfg = cfg.override(
+        {
+            "warehouse.backend": "bigquery",
+            "warehouse.project": PROJECT,
+            "warehouse.source_dataset": f"{PROJECT}.nycflights13",
+        }
+    )
     wh = BigQueryWarehouse(PROJECT, client=bq_client)
-    bq = ingest(bq_cfg, tmp_path / "bq", warehouse=wh)
-    local = ingest(cfg, tmp_path / "duck")
+    bq = ingest(bq_cfg.warehouse, bq_cfg.data, tmp_path / "bq", warehouse=wh)
+    local = ingest(cfg.warehouse, cfg.data, tmp_path / "duck")
     assert bq.rows == local.rows and sum(bq.rows.values()) > 3000
-    for split in ("train", "validation", "test"):
+    for split in SPLITS:
         a = read_split(tmp_path / "bq", split).to_pandas()
         b = read_split(tmp_path / "duck", split).to_pandas()
         key = ["flight_date", "carrier", "flight", "origin"]

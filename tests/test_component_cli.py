@@ -49,34 +49,59 @@ def chain(tmp_path_factory, warehouse_path) -> dict:
     w = root / "work"
     out = {"root": root, "config": conf, "cfg": cfg, "work": w}
     out["ingest"] = result(cli("ingest", "--out", str(w / "dataset"), config=conf))
-    out["preprocess"] = result(cli(
-        "preprocess", "--dataset", str(w / "dataset"), "--transform-out", str(w / "transform"),
-        "--features-out", str(w / "features"), config=conf,
-    ))  # fmt: skip
-    p = cli("train", "--features", str(w / "features"), "--transform", str(w / "transform"),
-            "--model-out", str(w / "model"), config=conf)  # fmt: skip
+    out["preprocess"] = result(
+        cli(
+            "preprocess",
+            "--dataset",
+            str(w / "dataset"),
+            "--transform-out",
+            str(w / "transform"),
+            "--features-out",
+            str(w / "features"),
+            config=conf,
+        )
+    )
+    p = cli(
+        "train",
+        "--features",
+        str(w / "features"),
+        "--transform",
+        str(w / "transform"),
+        "--model-out",
+        str(w / "model"),
+        config=conf,
+    )
     assert "[train] epoch 2/2" in p.stderr  # torchrun's progress went to stderr
     out["train"] = result(p)
-    out["evaluate"] = result(cli(
-        "evaluate", "--model", str(w / "model"), "--dataset", str(w / "dataset"),
-        "--report-out", str(w / "report.json"), config=conf,
-    ))  # fmt: skip
-    out["deploy"] = result(cli(
-        "deploy", "--model", str(w / "model"), "--if-promoted", str(w / "report.json"),
-        config=conf,
-    ))  # fmt: skip
+    out["evaluate"] = result(
+        cli(
+            "evaluate",
+            "--model",
+            str(w / "model"),
+            "--dataset",
+            str(w / "dataset"),
+            "--report-out",
+            str(w / "report.json"),
+            config=conf,
+        )
+    )
+    out["deploy"] = result(
+        cli(
+            "deploy",
+            "--model",
+            str(w / "model"),
+            "--if-promoted",
+            str(w / "report.json"),
+            config=conf,
+        )
+    )
     return out
 
 
 @pytest.fixture(scope="module")
-def dag(tmp_path_factory, warehouse_path) -> dict:
-    """The whole DAG (kfp.local) on the same settings, with its own fresh registry."""
-    from conftest import make_config
-    from torchkfp.pipelines.local import run_local
-
-    root = tmp_path_factory.mktemp("dag")
-    summary, path = run_local(make_config(root, warehouse_path, **{"train.epochs": 2}), True)
-    return summary
+def dag(dag_run) -> dict:
+    """The whole DAG (``torchkfp run``) on the same settings, with its own fresh registry."""
+    return dag_run["summary"]
 
 
 def test_chained_stages_equal_the_dag(chain, dag):
@@ -101,7 +126,7 @@ def test_chained_stages_equal_the_dag(chain, dag):
 
 
 def test_deploy_moves_the_alias(chain):
-    from torchkfp.registry import LocalRegistry
+    from torchkfp.registry.local import LocalRegistry
 
     cfg = chain["cfg"]
     reg = LocalRegistry(cfg.deploy.registry_dir, cfg.deploy.model_name)
@@ -112,13 +137,31 @@ def test_deploy_moves_the_alias(chain):
     # evaluating again now compares against that champion (the registry alias by default):
     # the same model does not beat itself, so the gate says no and deploy --if-promoted skips
     w = chain["work"]
-    ev = result(cli("evaluate", "--model", str(w / "model"), "--dataset", str(w / "dataset"),
-                    "--report-out", str(w / "report2.json"), config=chain["config"]))  # fmt: skip
+    ev = result(
+        cli(
+            "evaluate",
+            "--model",
+            str(w / "model"),
+            "--dataset",
+            str(w / "dataset"),
+            "--report-out",
+            str(w / "report2.json"),
+            config=chain["config"],
+        )
+    )
     assert ev["champion"] == str(reg.resolve("champion"))
     assert ev["champion_metrics"]["roc_auc"] == ev["metrics"]["roc_auc"]
     assert ev["promote"] is False and "does not beat champion" in ev["reasons"][0]
-    skip = result(cli("deploy", "--model", str(w / "model"), "--if-promoted",
-                      str(w / "report2.json"), config=chain["config"]))  # fmt: skip
+    skip = result(
+        cli(
+            "deploy",
+            "--model",
+            str(w / "model"),
+            "--if-promoted",
+            str(w / "report2.json"),
+            config=chain["config"],
+        )
+    )
     assert skip["deployed"] is False and "not promoted" in skip["reason"]
     assert reg.aliases() == {"champion": 1} and reg.versions() == [1]
 
@@ -129,8 +172,17 @@ def test_deploy_moves_the_alias(chain):
     assert Path(d2["location"]) == reg.resolve("champion")
 
     # --no-champion gates on thresholds only
-    ev = result(cli("evaluate", "--model", str(w / "model"), "--dataset", str(w / "dataset"),
-                    "--no-champion", config=chain["config"]))  # fmt: skip
+    ev = result(
+        cli(
+            "evaluate",
+            "--model",
+            str(w / "model"),
+            "--dataset",
+            str(w / "dataset"),
+            "--no-champion",
+            config=chain["config"],
+        )
+    )
     assert ev["champion"] is None and ev["promote"] is True
 
 
@@ -138,9 +190,17 @@ def test_train_on_incomplete_features_fails_clearly(chain, tmp_path):
     broken = tmp_path / "features"
     shutil.copytree(chain["work"] / "features", broken)
     (broken / "_SUCCESS").unlink()
-    p = cli("train", "--features", str(broken), "--transform", str(chain["work"] / "transform"),
-            "--model-out", str(tmp_path / "model"), config=chain["config"],
-            check=False)  # fmt: skip
+    p = cli(
+        "train",
+        "--features",
+        str(broken),
+        "--transform",
+        str(chain["work"] / "transform"),
+        "--model-out",
+        str(tmp_path / "model"),
+        config=chain["config"],
+        check=False,
+    )
     assert p.returncode == 1
     assert p.stdout == ""
     err = p.stderr.strip()
@@ -165,15 +225,29 @@ def test_stage_errors_are_one_line_and_exit_non_zero(chain, tmp_path):
     code, out, err = run("ingest", "--out", str(tmp_path / "d"), "--set", "train.epochs=0")
     assert (code, out, err.strip()) == (2, "", "error: train.epochs must be >= 1")
 
-    code, out, err = run("preprocess", "--dataset", str(tmp_path / "missing"),
-                         "--transform-out", str(tmp_path / "t"),
-                         "--features-out", str(tmp_path / "f"))  # fmt: skip
+    code, out, err = run(
+        "preprocess",
+        "--dataset",
+        str(tmp_path / "missing"),
+        "--transform-out",
+        str(tmp_path / "t"),
+        "--features-out",
+        str(tmp_path / "f"),
+    )
     assert code == 1 and out == ""
     missing = tmp_path / "missing"
     assert err.strip() == f"error: preprocess: dataset artifact '{missing}' does not exist"
 
-    code, out, err = run("evaluate", "--model", str(w / "model"), "--dataset", str(w / "dataset"),
-                         "--champion", str(w / "model"), "--no-champion")  # fmt: skip
+    code, out, err = run(
+        "evaluate",
+        "--model",
+        str(w / "model"),
+        "--dataset",
+        str(w / "dataset"),
+        "--champion",
+        str(w / "model"),
+        "--no-champion",
+    )
     assert code == 2 and "exclude each other" in err
 
     code, out, err = run("deploy", "--model", str(w / "model"), "--if-promoted", str(w / "x.json"))

@@ -612,7 +612,7 @@ def test_cli_schedule_run_local_runs_the_dag_and_stops_on_sigint(tmp_path, wareh
             trainers = [
                 c
                 for c in _processes_mentioning(str(tmp_path / "runs"))
-                if "-m torchkfp.trainer" in c
+                if "-m torchkfp.training.worker" in c
             ]
             time.sleep(0.1)
         assert trainers, "run 2 never reached training"

@@ -1,7 +1,7 @@
 """torchkfp.preprocess: validate the dataset, fit the transform on train, write tensors."""
 
-import torch
 import pytest
+import torch
 
 from torchkfp import artifacts
 from torchkfp.artifacts import dataset as dataset_artifact
@@ -34,9 +34,10 @@ def test_preprocess_outputs_tensors_fitted_on_train(stage_outputs):
     meta = artifacts.require(stage_outputs["features"], features_artifact.KIND)
     fp = artifacts.require(stage_outputs["dataset"], dataset_artifact.KIND)["fingerprint"]
     assert meta["data_fingerprint"] == fp
-    assert artifacts.require(stage_outputs["transform"], transform_artifact.KIND)[
-        "data_fingerprint"
-    ] == fp
+    assert (
+        artifacts.require(stage_outputs["transform"], transform_artifact.KIND)["data_fingerprint"]
+        == fp
+    )
     assert meta["cardinalities"] == tf.cardinalities
     for split in dataset_artifact.SPLITS:
         s = features_artifact.read_split(stage_outputs["features"], split)

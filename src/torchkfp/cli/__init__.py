@@ -19,9 +19,8 @@ from __future__ import annotations
 import typer
 
 from torchkfp.cli import local_runs, schedules, serve, stages, vertex_runs
-from torchkfp.cli.options import load_config
 
-__all__ = ["app", "load_config", "main"]
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     help="torchkfp: a PyTorch model from a BigQuery table to a prediction endpoint, as one "

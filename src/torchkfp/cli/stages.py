@@ -50,18 +50,15 @@ def _stdout_to_stderr() -> Iterator[None]:
 @contextlib.contextmanager
 def _stage(name: str) -> Iterator[None]:
     """Run a stage: stdout kept clean, the library's known errors turned into one line."""
-    from torchkfp.artifacts import ArtifactError
     from torchkfp.config import ConfigError
-    from torchkfp.ingest import DataValidationError
-    from torchkfp.registry import RegistryError
-    from torchkfp.trainer import TrainingError
+    from torchkfp.errors import USER_ERRORS
 
     try:
         with _stdout_to_stderr():
             yield
     except ConfigError as e:
         fail(f"{name}: {e}", 2)
-    except (ArtifactError, DataValidationError, TrainingError, RegistryError) as e:
+    except USER_ERRORS as e:
         fail(f"{name}: {e}", 1)
 
 
@@ -90,7 +87,7 @@ def ingest_cmd(
 
     cfg = load_config(config, set_)
     with _stage("ingest"):
-        r = ingest(cfg, _abs(out))
+        r = ingest(cfg.warehouse, cfg.data, _abs(out))
     _emit(
         {
             "stage": "ingest",
@@ -119,7 +116,9 @@ def preprocess_cmd(
 
     cfg = load_config(config, set_)
     with _stage("preprocess"):
-        r = preprocess(cfg, _abs(dataset), _abs(transform_out), _abs(features_out))
+        r = preprocess(
+            cfg.data, cfg.preprocess, _abs(dataset), _abs(transform_out), _abs(features_out)
+        )
     _emit(
         {
             "stage": "preprocess",
@@ -153,12 +152,12 @@ def train_cmd(
       torchkfp component train -f w/feat -t w/transform -o w/model2 --set train.epochs=3\n
       torchkfp component train -f w/feat -t w/transform -o w/model --checkpoint-dir w/ckpt
     """
-    from torchkfp.trainer import launch
+    from torchkfp.training import launch
 
     cfg = load_config(config, set_)
     ckpt = _abs(checkpoint_dir) if checkpoint_dir else None
     with _stage("train"):
-        r = launch(cfg, _abs(features), _abs(transform), _abs(model_out), ckpt)
+        r = launch(cfg.train, _abs(features), _abs(transform), _abs(model_out), ckpt)
     _emit(
         {
             "stage": "train",
@@ -202,8 +201,9 @@ def evaluate_cmd(
       torchkfp component evaluate -m w/model -d w/dataset --no-champion\n
       torchkfp component evaluate -m w/model2 -d w/dataset --champion w/model
     """
-    from torchkfp.evaluate import evaluate
-    from torchkfp.registry import champion_path
+    from torchkfp.artifacts import gcs_to_fuse
+    from torchkfp.evaluation import evaluate_candidate
+    from torchkfp.registry import open_registry
 
     if champion and no_champion:
         fail("--champion and --no-champion exclude each other; pass one", 2)
@@ -211,8 +211,14 @@ def evaluate_cmd(
     out: Path | None = None
     with _stage("evaluate"):
         t0 = time.perf_counter()
-        champ = None if no_champion else (_abs(champion) if champion else champion_path(cfg))
-        r = evaluate(cfg, _abs(model), _abs(dataset), champ)
+        if no_champion:
+            champ = None
+        elif champion:
+            champ = _abs(champion)
+        else:  # the registry's: a local folder, or gs:// read through the GCS FUSE mount
+            found = open_registry(cfg.deploy, cfg.vertex).champion()
+            champ = gcs_to_fuse(found) if found else None
+        r = evaluate_candidate(cfg.evaluate, _abs(model), _abs(dataset), champ)
         if report_out:
             out = Path(r.save(Path(report_out).resolve()))
     _emit(
@@ -272,14 +278,10 @@ def deploy_cmd(
             )
             return
     with _stage("deploy"):
-        if cfg.deploy.registry == "local":
-            from torchkfp.deploy import deploy_local
+        from torchkfp.registry import open_registry
 
-            result = deploy_local(cfg, _abs(model)).to_dict()
-        else:
-            from torchkfp.vertex import upload_and_deploy
-
-            result = dict(vars(upload_and_deploy(cfg, model)))
+        registry = open_registry(cfg.deploy, cfg.vertex)
+        result = registry.publish(_abs(model)).to_dict()
     _emit({"stage": "deploy", "deployed": True, **result})
 
 

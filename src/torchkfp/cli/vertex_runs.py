@@ -37,7 +37,7 @@ def submit(
 ) -> None:
     """Compile the Vertex AI pipeline and submit one run to Vertex AI Pipelines.
 
-    The whole config is passed as the run's config_json parameter.
+    Every config section is passed as the run's <section>_config parameter.
 
     Examples:\n
       torchkfp submit --config configs/vertex.yaml --dry-run\n

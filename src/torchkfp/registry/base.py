@@ -16,7 +16,8 @@ class DeployResult:
     version: str
     alias: str
     location: str
-    """Local: the version's folder. Vertex: the model version's resource name."""
+    """Local: the version's folder. Vertex: the registered model's resource name (the version
+    is ``{location}@{version}``)."""
     seconds: float
     previous: str | None = None
     """The version the alias named before (None: it was unset or unknown)."""

@@ -140,23 +140,26 @@ def parse_body(body: bytes, max_instances: int) -> tuple[list[Any], dict[str, An
         ) from None
     if not isinstance(payload, dict):
         raise BadRequest(
-            400, f"the request body must be a JSON object like {example}, got a "
+            400,
+            f"the request body must be a JSON object like {example}, got a "
             f"{type(payload).__name__}",
-        )  # fmt: skip
+        )
     if "instances" not in payload:
         raise BadRequest(400, f"the request has no 'instances' field: send JSON like {example}")
     unknown = sorted(set(payload) - {"instances", "parameters"})
     if unknown:
         raise BadRequest(
-            400, f"unknown top-level field(s) {unknown}: send only 'instances' and optionally "
+            400,
+            f"unknown top-level field(s) {unknown}: send only 'instances' and optionally "
             "'parameters'",
-        )  # fmt: skip
+        )
     instances = payload["instances"]
     if not isinstance(instances, list):
         raise BadRequest(
-            400, f"'instances' must be a list of objects, got {type(instances).__name__}: "
+            400,
+            f"'instances' must be a list of objects, got {type(instances).__name__}: "
             f"send JSON like {example}",
-        )  # fmt: skip
+        )
     if not instances:
         raise BadRequest(400, "'instances' is an empty list: send at least one instance")
     if len(instances) > max_instances:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from torchkfp import stage_settings
 from torchkfp.config import Config, ConfigError, validate_for_vertex
 from torchkfp.vertex import API_HOST, CONSOLE, api_error_message, init
 
@@ -65,8 +66,9 @@ def api_error(what: str, e: Exception) -> SubmitError:
 
 # ---- the template and its parameters ------------------------------------------------------
 def pipeline_parameters(cfg: Config) -> dict[str, Any]:
-    """The values of the pipeline's input parameters for a run with ``cfg``."""
-    return {"config_json": cfg.to_json()}
+    """The values of the pipeline's input parameters for a run with ``cfg``: one per config
+    section (:mod:`torchkfp.stage_settings`), filled from the one config file."""
+    return stage_settings.pipeline_parameters(cfg)
 
 
 def load_template(template_path: str | Path) -> dict[str, Any]:
