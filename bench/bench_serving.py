@@ -38,10 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # tests/conftest.py's small slice: January 2013, 3 epochs
 SMALL = {
-    "data.start_date": "2013-01-01",
-    "data.validation_start": "2013-01-22",
-    "data.test_start": "2013-01-27",
-    "data.end_date": "2013-01-31",
+    "warehouse.query_parameters": {"start_date": "2013-01-01", "end_date": "2013-01-31"},
+    "split.validation_start": "2013-01-22",
+    "split.test_start": "2013-01-27",
     "train.epochs": 3,
     "train.batch_size": 512,
 }

@@ -12,13 +12,12 @@ from torchkfp.config import Config
 
 # January 2013: train 01-01..01-21, validation 01-22..01-26, test 01-27..01-31 (~27k flights)
 SMALL = {
-    "data.start_date": "2013-01-01",
-    "data.validation_start": "2013-01-22",
-    "data.test_start": "2013-01-27",
-    "data.end_date": "2013-01-31",
+    "warehouse.query_parameters": {"start_date": "2013-01-01", "end_date": "2013-01-31"},
+    "split.validation_start": "2013-01-22",
+    "split.test_start": "2013-01-27",
     "train.epochs": 3,
     "train.batch_size": 512,
-    "evaluate.min_roc_auc": 0.5,
+    "evaluate.min_metrics": {"roc_auc": 0.5},
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "ingest": ("warehouse", "data"),
+    "ingest": ("warehouse", "data", "split"),
     "preprocess": ("data", "preprocess"),
     "train": ("train",),
     # evaluate and deploy find the registry through deploy (+ vertex); both are never cached

@@ -28,6 +28,7 @@ from torchkfp.config.sections import (
     EvaluateConfig,
     PreprocessConfig,
     RunConfig,
+    SplitConfig,
     TrainConfig,
     VertexConfig,
     WarehouseConfig,
@@ -41,7 +42,9 @@ class Config(_Section):
     warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
     """Where the training data is queried from (DuckDB locally, BigQuery in the cloud)."""
     data: DataConfig = Field(default_factory=DataConfig)
-    """Date range, temporal split, label and feature columns."""
+    """The task: label, task kind, feature columns."""
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    """How rows are split into train, validation and test."""
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     """Vocabulary building for categorical features."""
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -133,6 +136,7 @@ __all__ = [
     "EvaluateConfig",
     "PreprocessConfig",
     "RunConfig",
+    "SplitConfig",
     "TrainConfig",
     "VertexConfig",
     "WarehouseConfig",

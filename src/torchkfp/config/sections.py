@@ -42,8 +42,20 @@ class WarehouseConfig(_Section):
     """BigQuery: the location of the job."""
     source_dataset: str = "nycflights13"
     """Dataset holding the flights, weather and planes tables (``project.dataset`` on BigQuery)."""
-    query_file: str = "flights_delay.sql"
-    """The query, in BigQuery's dialect: a packaged name under ``torchkfp/sql`` or a file path."""
+    query_file: str | None = "flights_delay.sql"
+    """The query, in BigQuery's dialect: a packaged name under ``torchkfp/sql`` or a file path.
+    It returns one row per example with the label and feature columns (and the split's column);
+    the project adds the split. Leave it empty and set ``table`` to read a whole table."""
+    table: str | None = None
+    """Instead of a query: a table to read whole (``dataset.table`` or ``project.dataset.table``
+    on BigQuery; a table or a name from ``tables`` on DuckDB)."""
+    query_parameters: dict[str, str | int | float | bool] = Field(
+        default_factory=lambda: {"start_date": "2013-01-01", "end_date": "2013-12-31"}
+    )
+    """Named parameters of the query (``@name`` in it). A ``YYYY-MM-DD`` string is a DATE."""
+    tables: dict[str, str] = Field(default_factory=dict)
+    """DuckDB only: your own files registered as tables, name -> a Parquet or CSV path (or a
+    glob of them), e.g. ``{customers: data/customers.parquet}``; query them by that name."""
 
     @model_validator(mode="after")
     def _check_fields(self) -> Self:
@@ -54,22 +66,34 @@ class WarehouseConfig(_Section):
         )
         if self.backend == "bigquery":
             _check(bool(self.project), "warehouse.project is required when backend is 'bigquery'")
+            _check(
+                not self.tables,
+                "warehouse.tables registers local files with DuckDB; on BigQuery load them "
+                "into a table and name it in warehouse.table or the query",
+            )
+        _check(
+            bool(self.query_file) != bool(self.table),
+            "set exactly one of warehouse.query_file (a query) and warehouse.table (a whole "
+            f"table); got query_file={self.query_file!r}, table={self.table!r}",
+        )
+        for name in self.tables:
+            _check(
+                bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)),
+                f"warehouse.tables: {name!r} is not a table name (letters, digits, _)",
+            )
         return self
 
 
 class DataConfig(_Section):
     section_name: ClassVar[str] = "data"
 
-    start_date: DateStr = "2013-01-01"
-    """First scheduled departure date read (inclusive)."""
-    end_date: DateStr = "2013-12-31"
-    """Last scheduled departure date read (inclusive)."""
-    validation_start: DateStr = "2013-10-01"
-    """Temporal split: flights before this date train; from it until ``test_start`` validate."""
-    test_start: DateStr = "2013-11-01"
-    """Temporal split: flights from this date on are the held-out test set."""
     label: str = "is_late"
-    """Binary label column produced by the query (1 = arrived 15+ minutes late)."""
+    """The label column the query returns (flights: 1 = arrived 15+ minutes late)."""
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    """What the label is: ``binary`` (two classes), ``multiclass`` (up to ``max_classes``
+    classes; string labels are fine) or ``regression`` (a number)."""
+    max_classes: Int = Field(100, ge=2)
+    """Classification: the most distinct label values accepted."""
     numeric_features: list[str] = Field(
         default_factory=lambda: (
             "dep_hour dep_minute distance temp dewp humid wind_dir wind_speed "
@@ -85,21 +109,53 @@ class DataConfig(_Section):
     """Rows per Parquet shard written by ingestion."""
 
     @model_validator(mode="after")
-    def _split_and_features(self) -> Self:
-        s, v, t, e = (
-            dt.date.fromisoformat(d)
-            for d in (self.start_date, self.validation_start, self.test_start, self.end_date)
-        )
-        _check(
-            s < v < t <= e,
-            "data dates must satisfy start_date < validation_start < test_start <= end_date "
-            f"(got {s}, {v}, {t}, {e})",
-        )
+    def _features(self) -> Self:
         feats = list(self.numeric_features) + list(self.categorical_features)
         _check(len(feats) > 0, "data: list at least one numeric or categorical feature")
         dup = {f for f in feats if feats.count(f) > 1}
         _check(not dup, f"data: feature(s) listed twice: {sorted(dup)}")
         _check(self.label not in feats, f"data.label={self.label!r} is also listed as a feature")
+        return self
+
+
+class SplitConfig(_Section):
+    section_name: ClassVar[str] = "split"
+
+    strategy: Literal["temporal", "hash", "column"] = "temporal"
+    """How rows are assigned to train / validation / test: ``temporal`` (by a date column and
+    two boundaries), ``hash`` (FARM_FINGERPRINT of a key column, or of the whole row, against
+    fractions: the same rows in BigQuery and locally) or ``column`` (the query returns it)."""
+    column: str | None = "flight_date"
+    """temporal: the date or timestamp column; hash: the key column (empty: the whole row);
+    column: the column holding 'train', 'validation' or 'test'."""
+    validation_start: DateStr | None = "2013-10-01"
+    """temporal: rows before this date train; from it until ``test_start`` validate."""
+    test_start: DateStr | None = "2013-11-01"
+    """temporal: rows from this date on are the held-out test set."""
+    validation_fraction: Float = Field(0.1, gt=0, lt=1)
+    """hash: share of rows in the validation split."""
+    test_fraction: Float = Field(0.2, gt=0, lt=1)
+    """hash: share of rows in the test split."""
+
+    @model_validator(mode="after")
+    def _strategy_needs(self) -> Self:
+        if self.strategy == "temporal":
+            _check(
+                bool(self.column and self.validation_start and self.test_start),
+                "split.strategy=temporal needs split.column (a date column), "
+                "split.validation_start and split.test_start",
+            )
+            v, t = (dt.date.fromisoformat(d) for d in (self.validation_start, self.test_start))
+            _check(v < t, f"split dates must satisfy validation_start < test_start (got {v}, {t})")
+        elif self.strategy == "hash":
+            total = self.validation_fraction + self.test_fraction
+            _check(
+                total < 1,
+                "split.validation_fraction + split.test_fraction must be < 1 (the rest trains); "
+                f"got {total:g}",
+            )
+        else:
+            _check(bool(self.column), "split.strategy=column needs split.column")
         return self
 
 
@@ -143,10 +199,29 @@ class TrainConfig(_Section):
     timeout_s: Int = Field(86400, ge=1)
     """Training subprocess wall-clock limit in seconds (the whole torchrun process group is
     stopped when it is reached)."""
+    min_steps_per_epoch: Int = Field(20, ge=1)
+    """The per-process batch size is capped so every epoch takes at least this many optimizer
+    steps (a few-hundred-row table still trains): batch = min(batch_size, rows per process //
+    min_steps_per_epoch), at least 1."""
+    model_factory: str | None = None
+    """Your own ``nn.Module``: ``package.module:function`` called with the feature spec
+    (``num_numeric``, ``cardinalities``, ``task``, ``output_size``) plus ``model_args``; it
+    returns a module taking ``(x_num, x_cat)``. Empty: the built-in tabular MLP."""
+    model_args: dict[str, str | int | float | bool | list[int]] = Field(default_factory=dict)
+    """Keyword arguments for ``model_factory`` (recorded in the model artifact)."""
     unknown_category_rate: Float = Field(0.02, ge=0, lt=0.5)
     """Share of categorical training inputs replaced by the unknown bucket (index 0), so that
     bucket learns a meaningful embedding for values never seen in training (new carriers,
     routes, or months outside the training window of a temporal split)."""
+
+    @field_validator("model_factory")
+    @classmethod
+    def _factory_path(cls, v: str | None) -> str | None:
+        _check(
+            v is None or bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v)),
+            f"train.model_factory={v!r}: write it as package.module:function",
+        )
+        return v
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -159,13 +234,19 @@ class EvaluateConfig(_Section):
     section_name: ClassVar[str] = "evaluate"
 
     threshold: Float = Field(0.5, gt=0, lt=1)
-    """Probability at or above which a flight is predicted late (precision/recall, accuracy)."""
-    min_roc_auc: Float = Field(0.6, ge=0, le=1)
-    """Gate: the candidate's test ROC AUC must reach this."""
-    max_log_loss: Float = Field(1.0, gt=0)
-    """Gate: the candidate's test log loss must not exceed this."""
+    """binary: probability of the positive class at or above which it is predicted."""
+    metric: str | None = None
+    """The metric the champion comparison uses (empty: binary ``roc_auc``, multiclass
+    ``log_loss``, regression ``rmse``); its direction is known (e.g. higher roc_auc is better,
+    lower rmse is better)."""
+    min_metrics: dict[str, Float] | None = None
+    """Gate: the candidate's test metrics must reach these (empty: binary ``{roc_auc: 0.6}``,
+    regression ``{r2: 0.0}``, multiclass none)."""
+    max_metrics: dict[str, Float] | None = None
+    """Gate: the candidate's test metrics must not exceed these (empty: binary ``{log_loss:
+    1.0}``, otherwise none)."""
     champion_margin: Float = Field(0.0, ge=0)
-    """Gate: with a champion, the candidate's test ROC AUC must beat it by more than this."""
+    """Gate: with a champion, the candidate must beat it on ``metric`` by more than this."""
 
 
 class DeployConfig(_Section):
@@ -250,5 +331,16 @@ class VertexConfig(_Section):
 class RunConfig(_Section):
     section_name: ClassVar[str] = "run"
 
+    pipeline_name: str = "torchkfp-flights-delay"
+    """The pipeline's name (Vertex AI Pipelines, schedules, local run folders)."""
     pipeline_root: str = ".runs"
     """Local runner: folder for pipeline outputs and run summaries."""
+
+    @field_validator("pipeline_name")
+    @classmethod
+    def _pipeline_name(cls, v: str) -> str:
+        _check(
+            bool(re.fullmatch(r"[a-z][a-z0-9\-]{0,100}", v)),
+            f"run.pipeline_name={v!r}: use lowercase letters, digits and '-'",
+        )
+        return v
