@@ -64,7 +64,7 @@ def find_or_build_model(workdir: Path) -> str:
 
     print("model: no champion in the local registry; training one on January 2013 ...")
     cfg = cfg.override({**SMALL, "warehouse.duckdb_path": str(workdir / "warehouse.duckdb")})
-    ingest(cfg.warehouse, cfg.data, workdir / "dataset")
+    ingest(cfg.warehouse, cfg.data, cfg.split, workdir / "dataset")
     preprocess(
         cfg.data, cfg.preprocess, workdir / "dataset", workdir / "transform", workdir / "features"
     )

@@ -43,11 +43,19 @@ def evaluate(
     for k, v in r.metrics.items():
         metrics.log_metric(k, v)
     if r.champion_metrics:
-        metrics.log_metric("champion_roc_auc", r.champion_metrics["roc_auc"])
-    classification_metrics.log_roc_curve(*r.roc_columns())
-    classification_metrics.log_confusion_matrix(*r.confusion_matrix())
+        metrics.log_metric(f"champion_{r.metric}", r.champion_metrics[r.metric])
+    if r.roc:  # binary
+        classification_metrics.log_roc_curve(*r.roc_columns())
+    if r.confusion:  # binary and multi-class
+        classification_metrics.log_confusion_matrix(*r.confusion_matrix())
     r.save(report.path)
     report.metadata.update(
-        {"promote": r.promote, "reasons": r.reasons, "seconds": time.perf_counter() - t0}
+        {
+            "task": r.task,
+            "metric": r.metric,
+            "promote": r.promote,
+            "reasons": r.reasons,
+            "seconds": time.perf_counter() - t0,
+        }
     )
     return r.promote

@@ -8,21 +8,26 @@ from torchkfp.components._base import component
 def ingest(
     warehouse_config: dict,
     data_config: dict,
+    split_config: dict,
     dataset: Output[Dataset],
 ) -> NamedTuple("IngestOutputs", fingerprint=str, rows=int, seconds=float):
     """Run the BigQuery-dialect query and write Parquet shards per split.
 
     warehouse_config: the config's ``warehouse`` section (backend, project, query file).
-    data_config: the config's ``data`` section (dates, split boundaries, label, features).
+    data_config: the config's ``data`` section (label, task, features).
+    split_config: the config's ``split`` section (strategy and its settings).
     """
     import time
 
     t0 = time.perf_counter()
-    from torchkfp.config import DataConfig, WarehouseConfig
+    from torchkfp.config import DataConfig, SplitConfig, WarehouseConfig
     from torchkfp.ingest import ingest as run_ingest
 
     r = run_ingest(
-        WarehouseConfig.from_dict(warehouse_config), DataConfig.from_dict(data_config), dataset.path
+        WarehouseConfig.from_dict(warehouse_config),
+        DataConfig.from_dict(data_config),
+        SplitConfig.from_dict(split_config),
+        dataset.path,
     )
     dataset.metadata.update({"rows": r.rows, "fingerprint": r.fingerprint, "seconds": r.seconds})
     return (r.fingerprint, sum(r.rows.values()), time.perf_counter() - t0)

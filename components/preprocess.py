@@ -34,5 +34,5 @@ def preprocess(
         features.path,
         data_fingerprint,
     )
-    features.metadata.update({"rows": r.rows, "positive_rate": r.positive_rate})
+    features.metadata.update({"rows": r.rows, "label_stats": r.label_stats})
     return (time.perf_counter() - t0,)

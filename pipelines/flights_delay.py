@@ -19,6 +19,7 @@ from torchkfp.config import Config
 from torchkfp.stage_settings import pipeline_parameters
 
 PIPELINE_NAME = "torchkfp-flights-delay"
+"""The default ``run.pipeline_name``."""
 
 
 def vertex_train_op(cfg: Config):
@@ -63,13 +64,14 @@ def build_pipeline(target: str, cfg: Config):
         return task
 
     @dsl.pipeline(
-        name=PIPELINE_NAME,
+        name=cfg.run.pipeline_name,
         description="BigQuery table -> preprocessing -> PyTorch DDP training -> evaluation "
         "gate -> model registry and endpoint.",
     )
     def training_pipeline(
         warehouse_config: dict = defaults["warehouse_config"],
         data_config: dict = defaults["data_config"],
+        split_config: dict = defaults["split_config"],
         preprocess_config: dict = defaults["preprocess_config"],
         train_config: dict = defaults["train_config"],
         evaluate_config: dict = defaults["evaluate_config"],
@@ -77,7 +79,12 @@ def build_pipeline(target: str, cfg: Config):
         vertex_config: dict = defaults["vertex_config"],
     ):
         ingest_task = step(
-            ingest(warehouse_config=warehouse_config, data_config=data_config), "ingest"
+            ingest(
+                warehouse_config=warehouse_config,
+                data_config=data_config,
+                split_config=split_config,
+            ),
+            "ingest",
         )
         # The warehouse may have changed since the last run: never serve ingestion from cache.
         # Its fingerprint output feeds preprocess and train as a parameter, so their cache keys

@@ -1,5 +1,11 @@
-"""Run the whole DAG on this machine with kfp's local runner and write a JSON run summary."""
+"""Run the whole DAG on this machine with kfp's local runner and write a JSON run summary.
 
+kfp.local runs each stage as a subprocess and streams its output through this process; the
+runner reads it line by line (:class:`_KfpOutput`), so when a stage fails, the summary and
+:class:`PipelineFailed` carry the exception the stage died of (``"error": "Type: message"``,
+``"failed_stage"``), with kfp's own "Inner task failed" kept as ``"runner_error"``."""
+
+import collections
 import contextlib
 import datetime as dt
 import io
@@ -12,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from torchkfp.pipelines.flights_delay import PIPELINE_NAME, build_pipeline
+from torchkfp.pipelines.flights_delay import build_pipeline
 
 from torchkfp.config import Config
 from torchkfp.stage_settings import pipeline_parameters
@@ -25,61 +31,144 @@ _PROGRESS = re.compile(
     r"Executing task '([\w\-]+)'|Task '([\w\-]+)' finished with status (\w+)"
     r"|Pipeline '[\w\-]+' finished with status (\w+)|^\s*(\[train\].*)$"
 )
+_TRACEBACK = "Traceback (most recent call last):"
+_EXC_LINE = re.compile(r"([A-Za-z_][\w.]*)(?::\s?(.*))?")
+_TASK_TAIL_LINES = 5000  # a failing task's last lines kept to find its traceback in
 
 
-class _ProgressFilter(io.TextIOBase):
-    """Quiet mode: kfp.local prints every task's full executor input/output. Send all of it to
-    a log file and echo one line per stage event (plus training epochs) to the terminal."""
+class _KfpOutput(io.TextIOBase):
+    """Everything kfp.local prints during a run (its own logs and each task's streamed
+    stdout/stderr) passes through here: all of it goes to the run's ``kfp.log``; the terminal
+    gets all of it too, or in quiet mode one line per stage event (plus training epochs). The
+    lines of each task are followed, so a failed task's own traceback can be read back
+    (:meth:`failure`)."""
 
-    def __init__(self, log_path: Path, out):
+    def __init__(self, log_path: Path, out, quiet: bool):
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in close()
         self.out = out
+        self.quiet = quiet
         self.buf = ""
         self.started: dict[str, float] = {}
+        self.status: dict[str, str] = {}
+        self.current: str | None = None
+        self.task_lines: dict[str, collections.deque[str]] = {}
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
         self.log.write(text)
+        if not self.quiet:
+            self.out.write(text)
         self.buf += text
         while "\n" in self.buf:
             line, self.buf = self.buf.split("\n", 1)
-            self._progress(_ANSI.sub("", line))
+            self._line(_ANSI.sub("", line))
         return len(text)
 
-    def _progress(self, line: str) -> None:
+    def _line(self, line: str) -> None:
         m = _PROGRESS.search(line)
+        if self.current is not None and not (m and m.group(2)):
+            self.task_lines[self.current].append(line)
         if not m:
             return
         now = time.perf_counter()
         stamp = time.strftime("%H:%M:%S")
         if m.group(1):
+            self.current = m.group(1)
+            self.task_lines[self.current] = collections.deque(maxlen=_TASK_TAIL_LINES)
             self.started[m.group(1)] = now
             msg = f"{stamp} {m.group(1)}: running"
         elif m.group(2):
+            self.status[m.group(2)] = m.group(3)
+            if self.current == m.group(2):
+                self.current = None
             took = now - self.started.get(m.group(2), now)
             msg = f"{stamp} {m.group(2)}: {m.group(3)} ({took:.1f}s)"
         elif m.group(4):
             msg = f"{stamp} pipeline: {m.group(4)}"
         else:
             msg = f"           {m.group(5).strip()}"
-        self.out.write(msg + "\n")
-        self.out.flush()
+        if self.quiet:
+            self.out.write(msg + "\n")
+            self.out.flush()
+
+    def failed_task(self) -> str | None:
+        """The task that failed: one reported FAILURE, else one that started and never
+        finished (kfp raised before logging its end)."""
+        for name, st in self.status.items():
+            if st.upper() == "FAILURE":
+                return name
+        unfinished = [n for n in self.started if n not in self.status]
+        return unfinished[-1] if unfinished else None
+
+    def failure(self) -> tuple[str | None, tuple[str, str] | None]:
+        """(failed task, (exception type, message) of the last traceback it printed)."""
+        if self.buf:  # a last line without a newline
+            self._line(_ANSI.sub("", self.buf))
+            self.buf = ""
+        task = self.failed_task()
+        if task is None:
+            return None, None
+        return task, root_exception(list(self.task_lines.get(task, ())))
 
     def flush(self) -> None:
         if not self.log.closed:
             self.log.flush()
+        self.out.flush()
 
     def close(self) -> None:
         if not self.log.closed:
             self.log.close()
 
 
+def root_exception(lines: list[str]) -> tuple[str, str] | None:
+    """The exception a Python process died of, from its output: the type (as Python printed
+    it, module-qualified for non-builtins) and message that end its last traceback, or None
+    when there is no traceback. kfp.local indents a task's lines; a chained traceback (``raise
+    ... from e``, or an error while handling another) ends with the exception actually raised,
+    which is what is returned."""
+    starts = [i for i, ln in enumerate(lines) if ln.strip() == _TRACEBACK]
+    if not starts:
+        return None
+    first = lines[starts[-1]]
+    indent = first[: len(first) - len(first.lstrip())]
+    body = lines[starts[-1] + 1 :]
+    for i, ln in enumerate(body):
+        rest = ln[len(indent) :] if ln.startswith(indent) else ln.lstrip()
+        if not rest.strip() or rest[0].isspace():
+            continue  # a frame ("  File ...", its code and ^^^ markers)
+        m = _EXC_LINE.fullmatch(rest.rstrip())
+        if not m:
+            return "Exception", rest.strip()
+        message = [m.group(2) or ""]
+        for more in body[i + 1 :]:  # a message over several lines ends at a blank line
+            more_rest = more[len(indent) :] if more.startswith(indent) else more.strip()
+            if not more_rest.strip():
+                break
+            message.append(more_rest.rstrip())
+        return m.group(1), "\n".join(message).strip()
+    return None
+
+
 class PipelineFailed(RuntimeError):
-    def __init__(self, message: str, summary_path: str):
+    """A local run failed; its summary is written. ``stage`` is the failed stage (None when
+    the run failed before any stage ran), ``error`` the root cause as ``Type: message``."""
+
+    def __init__(
+        self,
+        message: str,
+        summary_path: str,
+        *,
+        stage: str | None = None,
+        error: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.summary_path = summary_path
+        self.stage = stage
+        self.error = error or message
+        self.summary = summary
 
 
 def _task_outputs(task_dir: Path) -> dict[str, Any] | None:
@@ -97,13 +186,24 @@ def _task_outputs(task_dir: Path) -> dict[str, Any] | None:
 
 
 def _run_dir(root: Path) -> Path | None:
-    runs = list(root.glob(f"{PIPELINE_NAME}-*"))
+    # the run's own pipeline root holds kfp's one run folder (<pipeline name>-<timestamp>)
+    runs = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
     return runs[0] if len(runs) == 1 else None
+
+
+def _pipeline_name(run_dir: Path | None, cfg: Config) -> str:
+    if run_dir is not None:
+        m = re.fullmatch(r"(.+?)-\d{4}(?:-\d{2}){5}-\d+", run_dir.name)
+        if m:
+            return m.group(1)
+    return cfg.run.pipeline_name
 
 
 def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str]:
     """Run the local DAG; return (summary, summary path). Raises PipelineFailed (after writing
-    the summary) if any stage failed."""
+    the summary) if any stage failed: its ``error`` is the exception the failed stage died of
+    (read from the stage's own output, which kfp.local streams through this process), not
+    kfp's "Inner task failed"."""
     import kfp.local
 
     started = dt.datetime.now(dt.timezone.utc)
@@ -119,34 +219,61 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
     # kfp warns for every task that our base image is "not Python" (it is our training image;
     # locally the components run in this very environment, which has everything they need)
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses")
-    pipeline = build_pipeline("local", cfg)
     log_path = root / "kfp.log"
-    quiet = _ProgressFilter(log_path, sys.stdout) if quiet_kfp else None
     t0 = time.perf_counter()
-    error = None
+    runner_error = None
+    # kfp.local prints its logs and every task's output (stdout and stderr merged) on
+    # sys.stdout: all of it passes through `output` (kfp.log, the terminal, the failed task)
+    output = _KfpOutput(log_path, sys.stdout, quiet=quiet_kfp)
     with contextlib.ExitStack() as stack:
-        if quiet is not None:
-            stack.callback(quiet.close)
-            stack.enter_context(contextlib.redirect_stdout(quiet))
-            stack.enter_context(contextlib.redirect_stderr(quiet))
+        stack.callback(output.close)
+        stack.enter_context(contextlib.redirect_stdout(output))
+        if quiet_kfp:
+            stack.enter_context(contextlib.redirect_stderr(output))
         try:
+            pipeline = build_pipeline("local", cfg)
             pipeline(**pipeline_parameters(cfg))
         except Exception as e:  # kfp raises RuntimeError naming the failed task
-            error = f"{type(e).__name__}: {e}"
+            runner_error = _ANSI.sub("", f"{type(e).__name__}: {e}")
+        failed_stage, root_exc = output.failure() if runner_error else (None, None)
     wall = time.perf_counter() - t0
+    error = error_type = None
+    if runner_error:
+        if root_exc is not None:
+            error_type = root_exc[0]
+            short = error_type.rsplit(".", 1)[-1]
+            error = f"{short}: {root_exc[1]}" if root_exc[1] else short
+        else:  # no traceback: the run failed outside a stage, or a stage died without one
+            error = runner_error
     run_dir = _run_dir(root)
-    summary = summarize(run_dir, cfg, wall, error, started)
-    summary["log"] = str(log_path) if quiet is not None else None
+    summary = summarize(run_dir, cfg, wall, error, started, failed_stage=failed_stage)
+    if runner_error:
+        summary["error_type"] = error_type
+        summary["runner_error"] = runner_error
+    summary["log"] = str(log_path)
     out_dir = run_dir or root
     path = out_dir / "run_summary.json"
     path.write_text(json.dumps(summary, indent=2, default=str))
     if error:
-        raise PipelineFailed(f"pipeline failed: {error}", str(path))
+        stage = summary.get("failed_stage")
+        where = f"{stage}: " if stage else ""
+        raise PipelineFailed(
+            f"pipeline failed: {where}{error}",
+            str(path),
+            stage=stage,
+            error=error,
+            summary=summary,
+        )
     return summary, str(path)
 
 
 def summarize(
-    run_dir: Path | None, cfg: Config, wall: float, error: str | None, started: dt.datetime
+    run_dir: Path | None,
+    cfg: Config,
+    wall: float,
+    error: str | None,
+    started: dt.datetime,
+    failed_stage: str | None = None,
 ) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     for name in STAGES:
@@ -158,12 +285,15 @@ def summarize(
         if secs is None:  # evaluate returns only its decision; its time is in the report
             secs = (out["artifacts"].get("report") or {}).get("metadata", {}).get("seconds")
         stages[name] = {"status": "succeeded", "wall_seconds": secs, **out}
-    if error:
-        # the first stage without outputs after the last one with outputs is the failed one
+    if error and failed_stage in stages:  # the stage whose own output says it failed
+        stages[failed_stage]["status"] = "failed"
+    elif error and failed_stage is None and run_dir is not None:
+        # else: the first stage without outputs after the last one with outputs
         for name in STAGES:
             if stages[name]["status"] == "not run":
                 if name != "deploy" or stages["evaluate"]["status"] == "succeeded":
                     stages[name]["status"] = "failed"
+                    failed_stage = name
                 break
     ev = stages["evaluate"]
     train = stages["train"]
@@ -196,7 +326,8 @@ def summarize(
     return {
         "status": "failed" if error else "succeeded",
         "error": error,
-        "pipeline": PIPELINE_NAME,
+        "failed_stage": failed_stage if error else None,
+        "pipeline": _pipeline_name(run_dir, cfg),
         "run_dir": str(run_dir) if run_dir else None,
         "started": started.isoformat(),
         "wall_seconds": wall,

@@ -58,7 +58,7 @@ def stage_outputs(tmp_path_factory, warehouse_path) -> dict:
 
     root = tmp_path_factory.mktemp("stages")
     cfg = make_config(root, warehouse_path)
-    ingested = ingest(cfg.warehouse, cfg.data, root / "dataset")
+    ingested = ingest(cfg.warehouse, cfg.data, cfg.split, root / "dataset")
     preprocess(cfg.data, cfg.preprocess, root / "dataset", root / "transform", root / "features")
     result = launch(cfg.train, root / "features", root / "transform", root / "model")
     return {

@@ -19,7 +19,7 @@ import pytest
 
 from torchkfp.artifacts.dataset import SPLITS, read_split
 from torchkfp.ingest import ingest
-from torchkfp.warehouse import BigQueryWarehouse
+from torchkfp.warehouse import BigQueryWarehouse, DuckDBWarehouse
 
 pytestmark = pytest.mark.integration
 
@@ -134,30 +134,30 @@ def bq_client(bq_emulator, warehouse_path):
     return client
 
 
-def test_bigquery_and_duckdb_ingest_the_same_rows(tmp_path, bq_client, small_config):
+def _configs(small_config, **overrides):
     cfg = small_config.override(
         {
-            "data.start_date": str(DAYS[0]),
-            "data.validation_start": "2013-01-04",
-            "data.test_start": "2013-01-05",
-            "data.end_date": str(DAYS[1]),
+            "warehouse.query_parameters": {"start_date": str(DAYS[0]), "end_date": str(DAYS[1])},
+            "split.validation_start": "2013-01-04",
+            "split.test_start": "2013-01-05",
+            **overrides,
         }
     )
     bq_cfg = cfg.override(
         {
             "warehouse.backend": "bigquery",
             "warehouse.project": PROJECT,
+            "warehouse.duckdb_path": None,
             "warehouse.source_dataset": f"{PROJECT}.nycflights13",
         }
     )
-    wh = BigQueryWarehouse(PROJECT, client=bq_client)
-    bq = ingest(bq_cfg.warehouse, bq_cfg.data, tmp_path / "bq", warehouse=wh)
-    local = ingest(cfg.warehouse, cfg.data, tmp_path / "duck")
-    assert bq.rows == local.rows and sum(bq.rows.values()) > 3000
+    return cfg, bq_cfg
+
+
+def _same_splits(a_dir, b_dir, key):
     for split in SPLITS:
-        a = read_split(tmp_path / "bq", split).to_pandas()
-        b = read_split(tmp_path / "duck", split).to_pandas()
-        key = ["flight_date", "carrier", "flight", "origin"]
+        a = read_split(a_dir, split).to_pandas()
+        b = read_split(b_dir, split).to_pandas()
         a = a.sort_values(key).reset_index(drop=True)
         b = b.sort_values(key).reset_index(drop=True)
         assert list(a.columns) == list(b.columns)
@@ -169,6 +169,112 @@ def test_bigquery_and_duckdb_ingest_the_same_rows(tmp_path, bq_client, small_con
                 ), col
             else:
                 assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), col
+
+
+def test_bigquery_and_duckdb_ingest_the_same_rows(tmp_path, bq_client, small_config):
+    cfg, bq_cfg = _configs(small_config)
+    wh = BigQueryWarehouse(PROJECT, client=bq_client)
+    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq", warehouse=wh)
+    local = ingest(cfg.warehouse, cfg.data, cfg.split, tmp_path / "duck")
+    assert bq.rows == local.rows and sum(bq.rows.values()) > 3000
+    assert local.rows["validation"] > 0 and local.rows["test"] > 0
+    _same_splits(tmp_path / "bq", tmp_path / "duck", ["flight_date", "carrier", "flight", "origin"])
+
+
+def test_hash_split_on_a_key_is_the_same_in_both_engines(tmp_path, bq_client, small_config):
+    cfg, bq_cfg = _configs(small_config, **{"split.strategy": "hash", "split.column": "flight"})
+    wh = BigQueryWarehouse(PROJECT, client=bq_client)
+    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq", warehouse=wh)
+    local = ingest(cfg.warehouse, cfg.data, cfg.split, tmp_path / "duck")
+    assert bq.rows == local.rows and min(bq.rows.values()) > 300
+    _same_splits(tmp_path / "bq", tmp_path / "duck", ["flight_date", "carrier", "flight", "origin"])
+
+
+@pytest.fixture(scope="module")
+def own_rows(bq_client, tmp_path_factory):
+    """The same small table of ints and strings (some NULL) in BigQuery and as a local
+    Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from google.cloud import bigquery
+
+    n = 400
+    rows = {
+        "id": list(range(n)),
+        "name": [None if i % 9 == 0 else f"n{i % 17}" for i in range(n)],
+        "qty": [None if i % 13 == 0 else i % 6 for i in range(n)],
+        "y": [i % 2 for i in range(n)],
+    }
+    client = bq_client
+    client.create_dataset("own")
+    schema = [
+        bigquery.SchemaField("id", "INT64"),
+        bigquery.SchemaField("name", "STRING"),
+        bigquery.SchemaField("qty", "INT64"),
+        bigquery.SchemaField("y", "INT64"),
+    ]
+    client.create_table(bigquery.Table(f"{PROJECT}.own.rows", schema=schema))
+    records = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
+    assert not client.insert_rows_json(f"{PROJECT}.own.rows", records)
+    path = tmp_path_factory.mktemp("own") / "rows.parquet"
+    pq.write_table(pa.table(rows), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("key", ["id", None])  # a key column; the whole row
+def test_hash_split_of_your_own_table_is_the_same_in_both_engines(
+    tmp_path, bq_client, own_rows, small_config, key
+):
+    common = {
+        "warehouse.query_file": None,
+        "warehouse.query_parameters": {},
+        "data.label": "y",
+        "data.numeric_features": ["qty"],
+        "data.categorical_features": ["name"],
+        "split.strategy": "hash",
+        "split.column": key,
+    }
+    local = small_config.override(
+        {
+            **common,
+            "warehouse.duckdb_path": None,
+            "warehouse.table": "rows",
+            "warehouse.tables": {"rows": own_rows},
+        }
+    )
+    bq_cfg = small_config.override(
+        {
+            **common,
+            "warehouse.backend": "bigquery",
+            "warehouse.project": PROJECT,
+            # the default project's dataset.table, or project.dataset.table
+            "warehouse.table": "own.rows" if key else f"{PROJECT}.own.rows",
+        }
+    )
+    wh = BigQueryWarehouse(PROJECT, client=bq_client)
+    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq", warehouse=wh)
+    duck = ingest(local.warehouse, local.data, local.split, tmp_path / "duck")
+    for split in SPLITS:
+        ids = [
+            sorted(read_split(tmp_path / d, split).column("id").to_pylist()) for d in ("bq", "duck")
+        ]
+        assert ids[0] == ids[1] and len(ids[0]) > 20, split
+    assert bq.rows == duck.rows and sum(bq.rows.values()) == 400
+    for split in SPLITS:  # the same rows, types and order: the same stored table
+        assert read_split(tmp_path / "bq", split).equals(read_split(tmp_path / "duck", split))
+
+
+def test_farm_fingerprint_same_values_in_both_engines(bq_client, warehouse_path):
+    sql = (
+        "WITH example AS (SELECT 1 AS x, 'foo' AS y, true AS z"
+        " UNION ALL SELECT 2, 'apple', false UNION ALL SELECT 3, '', true)"
+        " SELECT x, FARM_FINGERPRINT(CONCAT(CAST(x AS STRING), y, CAST(z AS STRING))) AS f"
+        " FROM example ORDER BY x"
+    )
+    documented = [-1541654101129638711, 2794438866806483259, -4880158226897771312]
+    bq = BigQueryWarehouse(PROJECT, client=bq_client).query(sql, {})
+    assert bq.column("f").to_pylist() == documented
+    assert DuckDBWarehouse(warehouse_path).query(sql, {}).column("f").to_pylist() == documented
 
 
 def test_bigquery_missing_parameter_is_caught_before_sending(bq_client):

@@ -32,8 +32,11 @@ def test_json_round_trip():
         ({"train": {"epoch": 3}}, "unknown setting(s) ['epoch']"),
         ({"bogus": {}}, "unknown setting(s) ['bogus']"),
         ({"train": {"epochs": "3"}}, "train.epochs='3' must be an integer"),
-        ({"data": {"start_date": "2013-13-01"}}, "not an ISO date"),
-        ({"data": {"test_start": "2013-09-01"}}, "start_date < validation_start < test_start"),
+        ({"split": {"validation_start": "2013-13-01"}}, "not an ISO date"),
+        ({"split": {"test_start": "2013-09-01"}}, "must satisfy validation_start < test_start"),
+        ({"data": {"start_date": "2013-01-01"}}, "unknown setting(s) ['start_date'] in data"),
+        ({"split": {"column": "a b"}}, "split.column='a b' is not a column name"),
+        ({"warehouse": {"table": "t; DROP", "query_file": None}}, "is not a table name"),
         ({"warehouse": {"backend": "bigquery"}}, "warehouse.project is required"),
         ({"warehouse": {"source_dataset": "x; DROP TABLE y"}}, "is not a dataset name"),
         ({"vertex": {"pipeline_root": "/tmp/x"}}, "must be a gs:// URI"),
@@ -96,7 +99,7 @@ def test_an_unknown_key_names_its_section_and_the_valid_keys():
         Config.from_dict({"evaluate": {"threshold": 0.5, "treshold": 0.4}})
     assert str(e.value) == (
         "unknown setting(s) ['treshold'] in evaluate; "
-        "valid: ['champion_margin', 'max_log_loss', 'min_roc_auc', 'threshold']"
+        "valid: ['champion_margin', 'max_metrics', 'metric', 'min_metrics', 'threshold']"
     )
 
 
@@ -134,7 +137,7 @@ def test_a_section_on_its_own_reports_errors_with_its_name():
 
 
 def test_sections_in_order_and_frozen():
-    names = "warehouse data preprocess train evaluate deploy vertex run"
+    names = "warehouse data split preprocess train evaluate deploy vertex run"
     assert SECTIONS == tuple(names.split())
     cfg = Config()
     assert cfg.section("train") is cfg.train
@@ -145,11 +148,17 @@ def test_sections_in_order_and_frozen():
 
 
 def test_dates_written_bare_in_yaml_are_accepted(tmp_path):
-    text = "data:\n  start_date: 2013-02-01\n  end_date: 2013-12-30\n"
-    assert type(yaml.safe_load(text)["data"]["start_date"]).__name__ == "date"
+    text = (
+        "warehouse:\n  query_parameters:\n    start_date: 2013-02-01\n    end_date: 2013-12-30\n"
+        "split:\n  validation_start: 2013-10-01\n  test_start: 2013-11-01\n"
+    )
+    raw = yaml.safe_load(text)
+    assert type(raw["warehouse"]["query_parameters"]["start_date"]).__name__ == "date"
+    assert type(raw["split"]["test_start"]).__name__ == "date"
     cfg = Config.load(write(tmp_path, text), resolve_paths=False)
-    assert (cfg.data.start_date, cfg.data.end_date) == ("2013-02-01", "2013-12-30")
-    assert json.loads(cfg.to_json())["data"]["start_date"] == "2013-02-01"
+    assert cfg.warehouse.query_parameters == {"start_date": "2013-02-01", "end_date": "2013-12-30"}
+    assert (cfg.split.validation_start, cfg.split.test_start) == ("2013-10-01", "2013-11-01")
+    assert json.loads(cfg.to_json())["warehouse"]["query_parameters"]["start_date"] == "2013-02-01"
 
 
 def test_an_empty_section_takes_the_defaults(tmp_path):
@@ -164,8 +173,8 @@ def test_override_validates_again():
     assert base.train.epochs == 8  # a copy
     with pytest.raises(ConfigError, match=r"^train\.epochs must be >= 1$"):
         base.override({"train.epochs": 0})
-    with pytest.raises(ConfigError, match="start_date < validation_start"):
-        base.override({"data.test_start": "2013-09-01"})
+    with pytest.raises(ConfigError, match="validation_start < test_start"):
+        base.override({"split.test_start": "2013-09-01"})
     with pytest.raises(ConfigError, match="unknown setting 'train.epoch'"):
         base.override({"train.epoch": 2})
     with pytest.raises(ConfigError, match="unknown setting 'train'"):
@@ -177,7 +186,7 @@ def test_several_errors_come_as_one_message():
         Config.from_dict({"train": {"epochs": 0, "dropout": 2}, "bogus": 1})
     assert str(e.value) == (
         "unknown setting(s) ['bogus'] in config; valid: ['data', 'deploy', 'evaluate', "
-        "'preprocess', 'run', 'train', 'vertex', 'warehouse']; "
+        "'preprocess', 'run', 'split', 'train', 'vertex', 'warehouse']; "
         "train.epochs must be >= 1; train.dropout must be in [0, 1)"
     )
 

@@ -4,21 +4,46 @@ import json
 
 import pytest
 
-from torchkfp.config import EvaluateConfig
-from torchkfp.evaluation import evaluate_candidate, gate
+from torchkfp.config import ConfigError, EvaluateConfig
+from torchkfp.evaluation import GateRules, evaluate_candidate, gate
 
 
 def test_gate_thresholds_and_champion_margin():
-    ec = EvaluateConfig(min_roc_auc=0.6, champion_margin=0.01)
+    rules = GateRules.for_task(EvaluateConfig(champion_margin=0.01), "binary")
+    assert (rules.metric, rules.higher_is_better) == ("roc_auc", True)
+    assert rules.minimums == {"roc_auc": 0.6} and rules.maximums == {"log_loss": 1.0}
     good = {"roc_auc": 0.70, "log_loss": 0.5}
-    assert gate(ec, good, None)[0]
-    assert gate(ec, good, None)[1] == ["promote", "no champion yet"]
-    assert not gate(ec, {"roc_auc": 0.55, "log_loss": 0.5}, None)[0]
-    assert not gate(ec, good, {"roc_auc": 0.695, "log_loss": 0.5})[0]  # not by the margin
-    ok, reasons = gate(ec, good, {"roc_auc": 0.68, "log_loss": 0.5})
+    assert gate(rules, good, None) == (True, ["promote", "no champion yet"])
+    assert not gate(rules, {"roc_auc": 0.55, "log_loss": 0.5}, None)[0]
+    assert not gate(rules, good, {"roc_auc": 0.695, "log_loss": 0.5})[0]  # not by the margin
+    ok, reasons = gate(rules, good, {"roc_auc": 0.68, "log_loss": 0.5})
     assert ok and "beats champion" in reasons[1]
-    ok, reasons = gate(ec, {"roc_auc": 0.70, "log_loss": 1.5}, None)
-    assert not ok and reasons[0] == "log_loss 1.5000 > max_log_loss 1.0"
+    ok, reasons = gate(rules, {"roc_auc": 0.70, "log_loss": 1.5}, None)
+    assert not ok and reasons[0] == "log_loss 1.5000 > max 1.0"
+
+
+def test_gate_lower_is_better_metrics_and_task_defaults():
+    rules = GateRules.for_task(EvaluateConfig(champion_margin=0.5), "regression")
+    assert (rules.metric, rules.higher_is_better, rules.minimums) == ("rmse", False, {"r2": 0.0})
+    cand = {"rmse": 10.0, "mae": 7.0, "r2": 0.3}
+    assert gate(rules, cand, {"rmse": 11.0, "mae": 8, "r2": 0.2})[0]  # 10 < 11 - 0.5
+    assert not gate(rules, cand, {"rmse": 10.2, "mae": 8, "r2": 0.2})[0]  # not by the margin
+    assert not gate(rules, {**cand, "r2": -0.1}, None)[0]  # worse than predicting the mean
+    multi = GateRules.for_task(EvaluateConfig(), "multiclass")
+    assert (multi.metric, multi.higher_is_better) == ("log_loss", False)
+
+
+def test_gate_never_passes_a_non_finite_metric():
+    rules = GateRules.for_task(EvaluateConfig(min_metrics={}, max_metrics={}), "binary")
+    ok, reasons = gate(rules, {"roc_auc": float("nan"), "log_loss": float("nan")}, None)
+    assert not ok and "not a finite number" in reasons[0]
+
+
+def test_gate_metric_must_belong_to_the_task():
+    with pytest.raises(ConfigError, match=r"evaluate.metric: \['roc_auc'\] not metric"):
+        GateRules.for_task(EvaluateConfig(metric="roc_auc"), "regression")
+    with pytest.raises(ConfigError, match="evaluate.min_metrics"):
+        GateRules.for_task(EvaluateConfig(min_metrics={"r2": 0.1}), "binary")
 
 
 def test_evaluate_metrics_and_champion_gate(stage_outputs, tmp_path):
@@ -26,11 +51,11 @@ def test_evaluate_metrics_and_champion_gate(stage_outputs, tmp_path):
     r = evaluate_candidate(ec, stage_outputs["model"], stage_outputs["dataset"])
     assert 0.5 < r.metrics["roc_auc"] < 1 and r.promote
     assert r.champion_metrics is None and r.reasons == ["promote", "no champion yet"]
-    c = r.confusion
-    assert sum(c.values()) == r.metrics["examples"]
-    # what the evaluate component logs to KFP
+    assert sum(map(sum, r.confusion)) == r.metrics["examples"]
+    # what the evaluate component logs to KFP: class names, row = true class
     labels, rows = r.confusion_matrix()
-    assert labels == ["on_time", "late"] and rows == [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
+    assert labels == ["0", "1"] and rows == r.confusion
+    assert sum(rows[1]) == round(r.metrics["positive_rate"] * r.metrics["examples"])
     fpr, tpr, thr = r.roc_columns()
     assert len(fpr) == len(tpr) == len(thr) > 10 and fpr[0] == 0.0 and tpr[-1] == 1.0
     report = json.loads(open(r.save(tmp_path / "out" / "report.json")).read())

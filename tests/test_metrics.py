@@ -1,4 +1,5 @@
-"""torchkfp.metrics: binary classification metrics in NumPy, checked against scikit-learn."""
+"""torchkfp.metrics: binary, multi-class and regression metrics in NumPy, checked against
+scikit-learn."""
 
 import numpy as np
 import pytest
@@ -47,3 +48,29 @@ def test_downsampled_roc_is_bounded_monotone_and_finite(scores):
     assert fpr[0] == 0.0 and fpr[-1] == 1.0 and tpr[-1] == 1.0
     assert (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
     assert np.isfinite(thr).all() and thr[0] == 1.0  # +inf is logged as 1.0
+
+
+def test_multiclass_metrics_match_scikit_learn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 3000)
+    logits = rng.normal(size=(3000, 4)) + np.eye(4)[y] * 1.5
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    r = metrics.multiclass_report(y, probs)
+    pred = probs.argmax(axis=1)
+    assert r["accuracy"] == pytest.approx(sk.accuracy_score(y, pred))
+    assert r["log_loss"] == pytest.approx(sk.log_loss(y, probs), rel=1e-6)
+    assert r["macro_f1"] == pytest.approx(sk.f1_score(y, pred, average="macro"))
+    cm = metrics.multiclass_confusion(y, pred, 4)
+    assert (cm == sk.confusion_matrix(y, pred, labels=range(4))).all()
+
+
+def test_regression_metrics_match_scikit_learn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(2)
+    y = rng.normal(10, 5, 1000)
+    pred = y + rng.normal(0, 2, 1000)
+    r = metrics.regression_report(y, pred)
+    assert r["rmse"] == pytest.approx(np.sqrt(sk.mean_squared_error(y, pred)))
+    assert r["mae"] == pytest.approx(sk.mean_absolute_error(y, pred))
+    assert r["r2"] == pytest.approx(sk.r2_score(y, pred))

@@ -12,10 +12,11 @@ from torchkfp.ingest import ingest
 from torchkfp.preprocess import preprocess
 
 
-def test_preprocess_single_class_label_is_rejected(tmp_path, small_config):
+def test_a_label_that_cannot_serve_the_task_is_rejected_and_writes_nothing(tmp_path, small_config):
+    # engines (1, 2, 4 or missing) as a binary label: missing values are named with the fix
     cfg = small_config.override({"data.label": "engines", "data.numeric_features": ["distance"]})
-    ingest(cfg.warehouse, cfg.data, tmp_path / "ds")  # engines is 1 or 2 (or missing): not 0/1
-    with pytest.raises(DataValidationError, match="must be 0/1|missing values"):
+    ingest(cfg.warehouse, cfg.data, cfg.split, tmp_path / "ds")
+    with pytest.raises(DataValidationError, match=r"label 'engines' has \d+ missing value"):
         preprocess(cfg.data, cfg.preprocess, tmp_path / "ds", tmp_path / "t", tmp_path / "f")
     assert not (tmp_path / "t" / artifacts.MARKER).exists()
     assert not (tmp_path / "f" / artifacts.MARKER).exists()

@@ -143,7 +143,7 @@ def server(trained_model: str, tmp_path_factory) -> Iterator[Server]:
 def probabilities(resp: httpx.Response) -> np.ndarray:
     assert resp.status_code == 200, resp.text
     preds = resp.json()["predictions"]
-    return np.array([p["probability_late"] for p in preds])
+    return np.array([p["probability"] for p in preds])
 
 
 # ---- good requests -------------------------------------------------------------------------------
@@ -155,9 +155,9 @@ def test_predictions_equal_the_in_process_predictor(server, predictor, test_rows
     preds = body["predictions"]
     assert len(preds) == len(instances)
     expected = predictor.predict_proba(test_rows)
-    got = np.array([p["probability_late"] for p in preds])
+    got = np.array([p["probability"] for p in preds])
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
-    assert [p["is_late"] for p in preds] == [bool(p >= 0.5) for p in got]
+    assert [p["label"] for p in preds] == [1 if p >= 0.5 else 0 for p in got]
     assert 0.0 < got.min() < got.max() < 1.0  # not a constant model
 
 
@@ -182,8 +182,9 @@ def test_threshold_parameter(server, instances):
         json={"instances": instances[:20], "parameters": {"threshold": 0.999}},
     )
     probs = probabilities(resp)
-    assert [p["is_late"] for p in resp.json()["predictions"]] == [bool(p >= 0.999) for p in probs]
-    assert not all(p["is_late"] for p in resp.json()["predictions"])
+    labels = [p["label"] for p in resp.json()["predictions"]]
+    assert labels == [1 if p >= 0.999 else 0 for p in probs]
+    assert not all(p["label"] == 1 for p in resp.json()["predictions"])
 
 
 def test_health_and_metadata(server, trained_model, predictor):
@@ -346,7 +347,7 @@ def test_concurrent_load_1000_requests(server, predictor, test_rows, instances):
                         r = await client.post("/predict", json={"instances": [instances[row]]})
                     except httpx.HTTPError as e:
                         return row, -1, repr(e)  # type: ignore[return-value]
-                p = r.json()["predictions"][0]["probability_late"] if r.status_code == 200 else None
+                p = r.json()["predictions"][0]["probability"] if r.status_code == 200 else None
                 return row, r.status_code, p
 
             return await asyncio.gather(*(one(i) for i in range(n)))

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from torchkfp.labels import Target
 from torchkfp.transform import FittedTransform, fit
 
 
@@ -14,7 +15,11 @@ def test_transform_fits_on_train_only_and_handles_missing_and_unknown():
         {"x": [1.0, 2.0, 3.0, np.nan], "c": ["a", "a", "b", None], "y": [0, 1, 0, 1]}
     )
     tf = fit(
-        train, label="y", numeric_features=["x"], categorical_features=["c"], min_category_count=2
+        train,
+        target=Target("binary", "y", classes=[0, 1]),
+        numeric_features=["x"],
+        categorical_features=["c"],
+        min_category_count=2,
     )
     assert tf.numeric["x"].mean == pytest.approx(2.0)
     assert tf.numeric["x"].add_missing_flag
@@ -32,7 +37,7 @@ def test_vocabulary_is_most_frequent_first_and_capped():
     train = pd.DataFrame({"c": ["b", "b", "a", "a", "c", "c", "c", "d"], "y": [0] * 8})
     tf = fit(
         train,
-        label="y",
+        target=Target("binary", "y", classes=[0, 1]),
         numeric_features=[],
         categorical_features=["c"],
         min_category_count=1,
@@ -47,7 +52,11 @@ def test_small_and_large_batches_encode_alike():
     train = pd.DataFrame({"c": ["1", "1", "x", "x", "y"], "n": [1.0, 2.0, 3.0, 4.0, 5.0]})
     train["y"] = 0
     tf = fit(
-        train, label="y", numeric_features=["n"], categorical_features=["c"], min_category_count=1
+        train,
+        target=Target("binary", "y", classes=[0, 1]),
+        numeric_features=["n"],
+        categorical_features=["c"],
+        min_category_count=1,
     )
     rows = pd.DataFrame(
         {

@@ -3,11 +3,12 @@
 import datetime as dt
 
 import duckdb
+import pyarrow as pa
 import pytest
 
-from torchkfp.config import ConfigError, DataConfig
+from torchkfp.config import ConfigError, WarehouseConfig
 from torchkfp.ingest import query_params
-from torchkfp.warehouse import DuckDBWarehouse, load_sql
+from torchkfp.warehouse import DuckDBWarehouse, load_sql, open_warehouse
 
 
 def test_bigquery_sql_runs_on_duckdb_with_bigquery_semantics(warehouse_path):
@@ -21,31 +22,30 @@ def test_bigquery_sql_runs_on_duckdb_with_bigquery_semantics(warehouse_path):
     assert t == {"d": "Tuesday", "h": 5, "m": 15, "late": 1, "bad": None}
 
 
-def test_query_params_are_the_data_dates():
-    d = DataConfig(
-        start_date="2013-01-01",
-        validation_start="2013-01-22",
-        test_start="2013-01-27",
-        end_date="2013-01-31",
+def test_query_params_come_from_the_warehouse_section_with_dates_as_dates():
+    wc = WarehouseConfig(
+        query_parameters={"start_date": "2013-01-01", "n": 3, "f": 0.5, "b": True, "s": "JFK"}
     )
-    assert query_params(d) == {
+    assert query_params(wc) == {
         "start_date": dt.date(2013, 1, 1),
-        "end_date": dt.date(2013, 1, 31),
-        "validation_start": dt.date(2013, 1, 22),
-        "test_start": dt.date(2013, 1, 27),
+        "n": 3,
+        "f": 0.5,
+        "b": True,
+        "s": "JFK",
     }
+    with pytest.raises(ConfigError, match="'2013-02-30' is not a valid date"):
+        query_params(WarehouseConfig(query_parameters={"d": "2013-02-30"}))
+    with pytest.raises(
+        ConfigError, match="'torchkfp_x' starts with 'torchkfp_', which is reserved"
+    ):
+        query_params(WarehouseConfig(query_parameters={"torchkfp_x": 1}))
 
 
-def test_flights_query_rows_split_and_no_duplicates(warehouse_path):
+def test_flights_query_returns_rows_without_a_split(warehouse_path):
     wh = DuckDBWarehouse(warehouse_path)
     sql = load_sql("flights_delay.sql", "nycflights13")
     params = query_params(
-        DataConfig(
-            start_date="2013-01-01",
-            validation_start="2013-01-22",
-            test_start="2013-01-27",
-            end_date="2013-01-31",
-        )
+        WarehouseConfig(query_parameters={"start_date": "2013-01-01", "end_date": "2013-01-31"})
     )
     df = wh.query(sql, params).to_pandas()
     # January 2013 flights from NYC that arrived (arr_delay present), counted independently
@@ -55,9 +55,9 @@ def test_flights_query_rows_split_and_no_duplicates(warehouse_path):
     ).fetchone()[0]
     con.close()
     assert len(df) == expected
-    assert set(df["split"]) == {"train", "validation", "test"}
-    assert df.loc[df.split == "train", "flight_date"].max() < dt.date(2013, 1, 22)
-    assert df.loc[df.split == "test", "flight_date"].min() >= dt.date(2013, 1, 27)
+    assert "split" not in df.columns  # ingest adds the split (split section)
+    assert df["flight_date"].min() == dt.date(2013, 1, 1)
+    assert df["flight_date"].max() == dt.date(2013, 1, 31)
     assert set(df["is_late"].unique()) == {0, 1}
     assert df["day_of_week"].iloc[0] == "Tuesday"  # 2013-01-01
     assert not df.duplicated(["flight_date", "carrier", "flight", "origin", "dep_hour"]).any()
@@ -79,3 +79,68 @@ def test_query_file_packaged_or_on_disk_with_the_dataset_filled_in(tmp_path):
         load_sql("nope.sql", "nycflights13")
     with pytest.raises(ConfigError, match="invalid dataset identifier"):
         load_sql(str(own), "ds`; DROP TABLE x; --")
+
+
+def test_farm_fingerprint_gives_bigquerys_documented_values(warehouse_path):
+    # https://cloud.google.com/bigquery/docs/reference/standard-sql/hash_functions
+    for wh in (DuckDBWarehouse(warehouse_path), DuckDBWarehouse(None)):
+        row = wh.query(
+            "WITH example AS (SELECT 1 AS x, 'foo' AS y, true AS z"
+            " UNION ALL SELECT 2, 'apple', false UNION ALL SELECT 3, '', true)"
+            " SELECT FARM_FINGERPRINT(CONCAT(CAST(x AS STRING), y, CAST(z AS STRING))) AS f"
+            " FROM example ORDER BY x",
+            {},
+        ).column("f")
+        assert row.to_pylist() == [
+            -1541654101129638711,
+            2794438866806483259,
+            -4880158226897771312,
+        ]
+        assert wh.query("SELECT FARM_FINGERPRINT(NULL) AS f", {}).to_pylist() == [{"f": None}]
+
+
+def test_a_mistyped_duckdb_path_is_an_error_and_creates_nothing(tmp_path):
+    path = tmp_path / ".data" / "warehouse.duckbd"
+    with pytest.raises(ConfigError, match=r"warehouse.duckdb_path='.*warehouse.duckbd' does not"):
+        DuckDBWarehouse(path).query("SELECT 1 AS x", {})
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_only_the_default_duckdb_path_is_seeded(tmp_path, monkeypatch, warehouse_path):
+    import shutil
+
+    import torchkfp.warehouse as warehouse
+
+    seeded = []
+
+    def fake_seed(path, schema="nycflights13"):  # the real seed_duckdb is conftest's fixture
+        seeded.append((str(path), schema))
+        shutil.copy(warehouse_path, path)
+
+    monkeypatch.setattr(warehouse, "seed_duckdb", fake_seed)
+    path = tmp_path / ".data" / "warehouse.duckdb"
+    path.parent.mkdir()
+    wh = open_warehouse(WarehouseConfig(duckdb_path=str(path)))
+    n = wh.query("SELECT count(*) AS n FROM nycflights13.airlines", {}).to_pylist()
+    assert seeded == [(str(path), "nycflights13")] and n == [{"n": 16}]
+    wh.query("SELECT 1 AS x", {})
+    assert len(seeded) == 1  # seeded once, on first use
+
+
+def test_no_duckdb_path_is_an_in_memory_database_with_your_tables(tmp_path):
+    (tmp_path / "a.csv").write_text("k,v\n1,x\n2,\n")
+    wc = WarehouseConfig(
+        duckdb_path=None,
+        query_file=None,
+        table="a",
+        tables={"a": str(tmp_path / "a.csv")},
+    )
+    wh = open_warehouse(wc)
+    assert wh.describe() == "duckdb::memory: tables=['a']"
+    assert wh.query("SELECT * FROM a ORDER BY k", {}).to_pylist() == [
+        {"k": 1, "v": "x"},
+        {"k": 2, "v": None},
+    ]
+    assert wh.result_schema("SELECT k FROM a", {}) == pa.schema([("k", pa.int64())])
+    with pytest.raises(duckdb.CatalogException, match="flights"):
+        wh.query("SELECT * FROM nycflights13.flights", {})

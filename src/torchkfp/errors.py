@@ -19,5 +19,9 @@ class RegistryError(RuntimeError):
     """The model registry cannot find, register or deploy a model version."""
 
 
-USER_ERRORS = (DataValidationError, ArtifactError, TrainingError, RegistryError)
+class ModelFactoryError(ValueError):
+    """The configured model factory cannot be imported or does not build a usable module."""
+
+
+USER_ERRORS = (DataValidationError, ArtifactError, TrainingError, RegistryError, ModelFactoryError)
 """Errors that mean "the input or the environment is wrong", as opposed to a bug."""

@@ -1,38 +1,74 @@
 """Stage 4: test-split metrics and the promotion gate (``evaluate_candidate``).
 
 The candidate (and the current champion, if any) score the same raw test split through their
-own bundled transforms. The gate promotes when the candidate clears the absolute thresholds and
-beats the champion's ROC AUC by more than ``evaluate.champion_margin``. Finding the champion
-is the registry's job (:func:`torchkfp.registry.open_registry`): this stage gets its folder.
+own bundled transforms. The metrics follow the task kind (binary: roc_auc, log_loss, accuracy,
+precision, recall; multiclass: accuracy, log_loss, macro_f1 and a confusion matrix;
+regression: rmse, mae, r2). The gate promotes when the candidate's metrics clear the
+configured minimums and maximums and it beats the champion on the primary metric (in that
+metric's direction) by more than ``evaluate.champion_margin``; a metric that is not a finite
+number never passes. Finding the champion is the registry's job
+(:func:`torchkfp.registry.open_registry`): this stage gets its folder.
 
-Settings: the ``evaluate`` section only.
+Settings: the ``evaluate`` section only (the task kind comes from the model artifact).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pandas as pd
 
 from torchkfp import metrics
 from torchkfp.artifacts import dataset as dataset_artifact
-from torchkfp.config import EvaluateConfig
+from torchkfp.config import ConfigError, EvaluateConfig
 from torchkfp.predictor import Predictor
 
 
 @dataclass
+class GateRules:
+    """The gate for one task kind: the evaluate settings with the per-task defaults filled."""
+
+    metric: str
+    higher_is_better: bool
+    minimums: dict[str, float]
+    maximums: dict[str, float]
+    margin: float
+
+    @classmethod
+    def for_task(cls, ec: EvaluateConfig, task: str) -> GateRules:
+        allowed = metrics.TASK_METRICS[task]
+        metric = ec.metric or metrics.DEFAULT_METRIC[task]
+        mins = metrics.DEFAULT_MIN[task] if ec.min_metrics is None else dict(ec.min_metrics)
+        maxs = metrics.DEFAULT_MAX[task] if ec.max_metrics is None else dict(ec.max_metrics)
+        for where, names in (("metric", [metric]), ("min_metrics", mins), ("max_metrics", maxs)):
+            bad = sorted(set(names) - set(allowed))
+            if bad:
+                raise ConfigError(
+                    f"evaluate.{where}: {bad} not metric(s) of a {task} model; use {list(allowed)}"
+                )
+        return cls(metric, metric in metrics.HIGHER_IS_BETTER, mins, maxs, ec.champion_margin)
+
+
+@dataclass
 class EvalResult:
+    task: str
     metrics: dict[str, float]
-    confusion: dict[str, int]
-    roc: list[tuple[float, float, float]]
     champion_metrics: dict[str, float] | None
     promote: bool
     reasons: list[str] = field(default_factory=list)
+    metric: str = ""
+    """The primary metric the champion comparison used."""
+    classes: list[Any] = field(default_factory=list)
+    confusion: list[list[int]] | None = None
+    """Classification: row = true class, column = predicted class, in ``classes`` order."""
+    roc: list[tuple[float, float, float]] = field(default_factory=list)
+    """Binary: (fpr, tpr, threshold) points."""
     seconds: float = 0.0
 
     def roc_columns(self) -> tuple[list[float], list[float], list[float]]:
@@ -41,9 +77,8 @@ class EvalResult:
         return fpr, tpr, thr
 
     def confusion_matrix(self) -> tuple[list[str], list[list[int]]]:
-        """(labels, rows): row = true class, column = predicted class."""
-        c = self.confusion
-        return ["on_time", "late"], [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
+        """(class names, rows) as ClassificationMetrics.log_confusion_matrix takes them."""
+        return [str(c) for c in self.classes], self.confusion or []
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the report JSON (parent folders created)."""
@@ -54,7 +89,10 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "task": self.task,
+            "metric": self.metric,
             "metrics": self.metrics,
+            "classes": self.classes,
             "confusion": self.confusion,
             "champion_metrics": self.champion_metrics,
             "promote": self.promote,
@@ -63,32 +101,65 @@ class EvalResult:
         }
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
 def gate(
-    ec: EvaluateConfig, cand: dict[str, float], champ: dict[str, float] | None
+    rules: GateRules, cand: dict[str, float], champ: dict[str, float] | None
 ) -> tuple[bool, list[str]]:
     reasons: list[str] = []
     ok = True
-    if cand["roc_auc"] < ec.min_roc_auc:
+    for name, low in rules.minimums.items():
+        if not (_finite(cand[name]) and cand[name] >= low):
+            ok = False
+            reasons.append(f"{name} {cand[name]:.4f} < min {low}")
+    for name, high in rules.maximums.items():
+        if not (_finite(cand[name]) and cand[name] <= high):
+            ok = False
+            reasons.append(f"{name} {cand[name]:.4f} > max {high}")
+    m, margin = rules.metric, rules.margin
+    if not _finite(cand[m]):
         ok = False
-        reasons.append(f"roc_auc {cand['roc_auc']:.4f} < min_roc_auc {ec.min_roc_auc}")
-    if cand["log_loss"] > ec.max_log_loss:
-        ok = False
-        reasons.append(f"log_loss {cand['log_loss']:.4f} > max_log_loss {ec.max_log_loss}")
-    if champ is not None:
-        need = champ["roc_auc"] + ec.champion_margin
-        if cand["roc_auc"] <= need:
+        reasons.append(f"{m} is {cand[m]}: not a finite number")
+    elif champ is not None and _finite(champ.get(m)):
+        better = (
+            cand[m] > champ[m] + margin if rules.higher_is_better else cand[m] < champ[m] - margin
+        )
+        word = "higher" if rules.higher_is_better else "lower"
+        if better:
+            reasons.append(f"beats champion {m} {champ[m]:.4f} by more than {margin} ({word})")
+        else:
             ok = False
             reasons.append(
-                f"roc_auc {cand['roc_auc']:.4f} does not beat champion {champ['roc_auc']:.4f}"
-                f" + margin {ec.champion_margin}"
+                f"{m} {cand[m]:.4f} does not beat champion {champ[m]:.4f} by more than "
+                f"margin {margin} ({word} is better)"
             )
-        else:
-            reasons.append(f"beats champion roc_auc {champ['roc_auc']:.4f} + {ec.champion_margin}")
     else:
         reasons.append("no champion yet")
     if ok:
         reasons.insert(0, "promote")
     return ok, reasons
+
+
+def score(p: Predictor, test: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    """A model's metrics on the raw test rows (its own transform and classes), plus the
+    curves and matrices that go with them."""
+    tgt = p.target
+    pred = p.predict(test)
+    if p.task == "regression":
+        return {"metrics": metrics.regression_report(tgt.values(test[tgt.label]), pred)}
+    y = tgt.encode(test[tgt.label], "test")
+    if p.task == "binary":
+        fpr, tpr, th = metrics.roc_curve(y, pred)
+        c = metrics.confusion(y, pred, threshold)
+        return {
+            "metrics": metrics.classification_report(y, pred, threshold),
+            "confusion": [[c["tn"], c["fp"]], [c["fn"], c["tp"]]],
+            "roc": metrics.downsample_roc(fpr, tpr, th),
+        }
+    cm = metrics.multiclass_confusion(y, pred.argmax(axis=1), len(tgt.classes))
+    return {"metrics": metrics.multiclass_report(y, pred), "confusion": cm.tolist()}
 
 
 def evaluate_candidate(
@@ -99,30 +170,32 @@ def evaluate_candidate(
 ) -> EvalResult:
     t0 = time.perf_counter()
     cand = Predictor(model_dir)
+    rules = GateRules.for_task(ec, cand.task)
     test = dataset_artifact.read_split(dataset_dir, "test").to_pandas()
-    y = test[cand.transform.label].to_numpy(dtype=np.float64)
-    p = cand.predict_proba(test)
-    thr = ec.threshold
-    report = metrics.classification_report(y, p, thr)
-    fpr, tpr, th = metrics.roc_curve(y, p)
-    champ_report = None
+    scored = score(cand, test, ec.threshold)
+    champ_metrics = None
     notes: list[str] = []
     if champion_dir is not None:
         try:
             champ = Predictor(champion_dir)
-            champ_report = metrics.classification_report(y, champ.predict_proba(test), thr)
+            if champ.task != cand.task:
+                raise ValueError(f"it is a {champ.task} model, the candidate {cand.task}")
+            champ_metrics = score(champ, test, ec.threshold)["metrics"]
         except (KeyError, ValueError) as e:
             notes.append(
                 f"champion at {champion_dir} cannot score this test set ({e}); "
                 "gating on thresholds only"
             )
-    promote, reasons = gate(ec, report, champ_report)
+    promote, reasons = gate(rules, scored["metrics"], champ_metrics)
     return EvalResult(
-        metrics=report,
-        confusion=metrics.confusion(y, p, thr),
-        roc=metrics.downsample_roc(fpr, tpr, th),
-        champion_metrics=champ_report,
+        task=cand.task,
+        metrics=scored["metrics"],
+        champion_metrics=champ_metrics,
         promote=promote,
         reasons=reasons + notes,
+        metric=rules.metric,
+        classes=cand.classes,
+        confusion=scored.get("confusion"),
+        roc=scored.get("roc", []),
         seconds=time.perf_counter() - t0,
     )

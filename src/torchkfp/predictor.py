@@ -1,8 +1,12 @@
-"""Turn raw feature values into probabilities with a model artifact
+"""Turn raw feature values into predictions with a model artifact
 (format: :mod:`torchkfp.artifacts.model`).
 
 Used by evaluation, batch prediction and the HTTP server: all apply the artifact's own fitted
-transform.
+transform. What comes out follows the task kind:
+
+- binary: the probability of the positive class (``classes[1]``), ``[N]``;
+- multiclass: class probabilities ``[N, K]`` in ``classes`` order;
+- regression: the predicted value in the label's own units, ``[N]``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import pandas as pd
 import torch
 
 from torchkfp.artifacts.model import ModelArtifact
+from torchkfp.model import output_logits
+
+CHUNK = 65536
 
 
 class Predictor:
@@ -23,22 +30,50 @@ class Predictor:
         self.path = self.artifact.path
         self.metadata = self.artifact.metadata
         self.transform = self.artifact.transform
+        self.target = self.transform.target
+        self.task = self.target.task
         self.model = self.artifact.module()
 
     @property
     def feature_names(self) -> list[str]:
         return self.transform.numeric_features + self.transform.categorical_features
 
+    @property
+    def classes(self) -> list[Any]:
+        return list(self.target.classes)
+
     @torch.inference_mode()
-    def predict_proba(self, rows: pd.DataFrame | list[dict[str, Any]]) -> np.ndarray:
+    def predict(self, rows: pd.DataFrame | list[dict[str, Any]]) -> np.ndarray:
+        """Probabilities (classification) or values (regression), as the module docstring says."""
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows)
+        k = self.target.output_size
         if len(df) == 0:
-            return np.zeros(0, dtype=np.float64)
+            return np.zeros((0, k) if self.task == "multiclass" else 0, dtype=np.float64)
         arrays = self.transform.transform(df)
         x_num = torch.from_numpy(arrays["x_num"])
         x_cat = torch.from_numpy(arrays["x_cat"])
         out = []
-        for start in range(0, len(df), 65536):
-            sl = slice(start, start + 65536)
-            out.append(torch.sigmoid(self.model(x_num[sl], x_cat[sl])))
-        return torch.cat(out).double().numpy()
+        for start in range(0, len(df), CHUNK):
+            sl = slice(start, start + CHUNK)
+            logits = output_logits(self.model, x_num[sl], x_cat[sl])
+            if self.task == "binary":
+                out.append(torch.sigmoid(logits))
+            elif self.task == "multiclass":
+                out.append(torch.softmax(logits, dim=1))
+            else:
+                out.append(logits)
+        raw = torch.cat(out).double().numpy()
+        return self.target.decode_regression(raw) if self.task == "regression" else raw
+
+    def predict_proba(self, rows: pd.DataFrame | list[dict[str, Any]]) -> np.ndarray:
+        """Classification: :meth:`predict` (binary: the positive class's probability)."""
+        if self.task == "regression":
+            raise ValueError("predict_proba is for classification models; use predict")
+        return self.predict(rows)
+
+    def labels(self, predictions: np.ndarray, threshold: float = 0.5) -> list[Any]:
+        """Classification: the predicted class names (binary: positive when p >= threshold)."""
+        c = self.target.classes
+        if self.task == "binary":
+            return [c[1] if p >= threshold else c[0] for p in predictions.tolist()]
+        return [c[i] for i in predictions.argmax(axis=1).tolist()]

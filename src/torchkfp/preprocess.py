@@ -22,6 +22,7 @@ from torchkfp.artifacts import features as features_artifact
 from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.config import DataConfig, PreprocessConfig
 from torchkfp.errors import DataValidationError
+from torchkfp.labels import fit_target
 from torchkfp.transform import fit
 
 
@@ -30,7 +31,7 @@ class PreprocessResult:
     transform_path: str
     features_path: str
     rows: dict[str, int]
-    positive_rate: dict[str, float]
+    label_stats: dict[str, dict[str, float]]
     seconds: float
 
 
@@ -60,32 +61,26 @@ def preprocess(
         frames[split] = table.select(columns).to_pandas()
     train = frames["train"]
     if len(train) == 0:
-        raise DataValidationError("the training split is empty; widen the data date range")
-    y = train[d.label]
-    if y.isna().any():
-        raise DataValidationError(f"label {d.label!r} has {int(y.isna().sum())} missing values")
-    classes = sorted(set(y.unique().tolist()))
-    if not set(classes) <= {0, 1}:
-        raise DataValidationError(f"label {d.label!r} must be 0/1, found values {classes[:10]}")
-    if len(classes) < 2:
         raise DataValidationError(
-            f"label {d.label!r} has a single class ({classes[0]}) in the training split: "
-            "nothing to learn; widen the date range or check the label definition"
+            "the training split is empty: change the split settings (split.*) or the query"
         )
-
+    target = fit_target(train[d.label], d.task, d.label, d.max_classes)
     tf = fit(
         train,
-        label=d.label,
+        target=target,
         numeric_features=d.numeric_features,
         categorical_features=d.categorical_features,
         min_category_count=settings.min_category_count,
         max_vocab_size=settings.max_vocab_size,
     )
+    labels = {split: tf.labels(df, split) for split, df in frames.items()}  # checks every split
     tdir = transform_artifact.write(
         transform_dir,
         tf,
         {
             "fitted_on": "train",
+            "task": tf.task,
+            "classes": tf.target.classes,
             "num_numeric_inputs": tf.num_numeric_inputs,
             "cardinalities": tf.cardinalities,
             "data_fingerprint": ds_meta["fingerprint"],
@@ -93,24 +88,28 @@ def preprocess(
     )
 
     fdir = artifacts.begin(features_dir)
-    rows, pos = {}, {}
+    rows: dict[str, int] = {}
+    label_stats: dict[str, dict[str, float]] = {}
     unknown: dict[str, dict[str, float]] = {}
     for split, df in frames.items():
         arrays = tf.transform(df)
-        yy = tf.labels(df)
+        yy = labels[split]
         features_artifact.write_split(fdir, split, arrays["x_num"], arrays["x_cat"], yy)
         rows[split] = int(len(df))
         unknown[split] = {
             name: float((arrays["x_cat"][:, i] == 0).mean()) if len(df) else 0.0
             for i, name in enumerate(tf.categorical_features)
         }
-        pos[split] = float(np.mean(yy)) if len(yy) else float("nan")
+        label_stats[split] = _label_stats(tf, yy)
     artifacts.commit(
         fdir,
         features_artifact.KIND,
         {
             "rows": rows,
-            "positive_rate": pos,
+            "task": tf.task,
+            "output_size": tf.target.output_size,
+            "classes": tf.target.classes,
+            "label_stats": label_stats,
             # share of values in the unknown bucket, per split and column: a column that is
             # mostly unknown outside training (e.g. month under a temporal split) shows here
             "unknown_category_rate": unknown,
@@ -127,4 +126,15 @@ def preprocess(
                     "never seen in training (unknown bucket)",
                     file=sys.stderr,
                 )
-    return PreprocessResult(str(tdir), str(fdir), rows, pos, time.perf_counter() - t0)
+    return PreprocessResult(str(tdir), str(fdir), rows, label_stats, time.perf_counter() - t0)
+
+
+def _label_stats(tf, y: np.ndarray) -> dict[str, float]:
+    """Per split: class shares (classification) or the label's mean (regression, in its own
+    units), for the features metadata."""
+    if not len(y):
+        return {}
+    if tf.task == "regression":
+        return {"mean": float(np.mean(tf.target.decode_regression(y)))}
+    counts = np.bincount(y.astype(np.int64), minlength=len(tf.target.classes))
+    return {str(c): float(n / len(y)) for c, n in zip(tf.target.classes, counts, strict=True)}

@@ -5,6 +5,7 @@ applied unchanged by the trainer, the evaluator, batch prediction and the HTTP p
   mean) and, for features that had missing values in training, a 0/1 "is missing" column.
 - categorical features: a vocabulary of training values (most frequent first, min count, max
   size); index 0 is the bucket for unknown, rare and missing values.
+- the label: a :class:`~torchkfp.labels.Target` (classes, or the regression scale).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-VERSION = 1
+from torchkfp.labels import Target
+
+VERSION = 2
+"""2 added the target (task kind, classes / scale); version 1 files are binary 0/1."""
 _SMALL_BATCH = 256
 
 
@@ -43,10 +47,18 @@ class NumericStats:
 
 @dataclass
 class FittedTransform:
-    label: str
+    target: Target
     numeric: dict[str, NumericStats] = field(default_factory=dict)
     vocab: dict[str, list[str]] = field(default_factory=dict)
     version: int = VERSION
+
+    @property
+    def label(self) -> str:
+        return self.target.label
+
+    @property
+    def task(self) -> str:
+        return self.target.task
 
     # ---- shape of the model's inputs ---------------------------------------------------
     @property
@@ -70,6 +82,8 @@ class FittedTransform:
         """What a caller must send: raw feature names and types."""
         return {
             "label": self.label,
+            "task": self.task,
+            "classes": self.target.classes or None,
             "numeric": self.numeric_features,
             "categorical": {k: v[:50] for k, v in self.vocab.items()},
         }
@@ -79,6 +93,7 @@ class FittedTransform:
         return {
             "version": self.version,
             "label": self.label,
+            "target": self.target.to_dict(),
             "numeric": {k: asdict(v) for k, v in self.numeric.items()},
             "vocab": self.vocab,
         }
@@ -89,10 +104,15 @@ class FittedTransform:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FittedTransform:
-        if d.get("version") != VERSION:
+        if d.get("version") not in (1, VERSION):
             raise ValueError(f"transform version {d.get('version')} is not supported ({VERSION})")
+        target = (
+            Target.from_dict(d["target"])
+            if "target" in d
+            else Target("binary", d["label"], classes=[0, 1])
+        )
         return cls(
-            label=d["label"],
+            target=target,
             numeric={k: NumericStats(**v) for k, v in d["numeric"].items()},
             vocab={k: list(v) for k, v in d["vocab"].items()},
         )
@@ -151,14 +171,15 @@ class FittedTransform:
             cache[name] = pd.Index(self.vocab[name], dtype="string")
         return cache[name]
 
-    def labels(self, df: pd.DataFrame) -> np.ndarray:
-        return df[self.label].to_numpy(dtype=np.float32)
+    def labels(self, df: pd.DataFrame, where: str = "") -> np.ndarray:
+        """The training targets of ``df``'s label column (see :meth:`Target.encode`)."""
+        return self.target.encode(df[self.label], where)
 
 
 def fit(
     train: pd.DataFrame,
     *,
-    label: str,
+    target: Target,
     numeric_features: list[str],
     categorical_features: list[str],
     min_category_count: int = 5,
@@ -180,4 +201,4 @@ def fit(
         # most frequent first; ties broken by value so the vocabulary is deterministic
         ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_vocab_size]
         vocab[name] = [str(k) for k, _ in ordered]
-    return FittedTransform(label=label, numeric=numeric, vocab=vocab)
+    return FittedTransform(target=target, numeric=numeric, vocab=vocab)

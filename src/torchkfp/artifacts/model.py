@@ -18,7 +18,7 @@ import torch
 
 from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.artifacts.folder import begin, commit, require
-from torchkfp.model import ModelSpec, TabularMLP
+from torchkfp.model import ModelSpec, build_model
 from torchkfp.transform import FittedTransform
 
 KIND = "model"
@@ -61,7 +61,8 @@ class ModelArtifact:
         spec = ModelSpec(**json.loads((p / SPEC_FILE).read_text()))
         return cls(p, spec, FittedTransform.load(p / TRANSFORM_FILE), meta)
 
-    def module(self) -> TabularMLP:
-        net = TabularMLP(self.spec)
+    def module(self) -> torch.nn.Module:
+        """The network with its weights, in eval mode (a user's model factory is imported)."""
+        net = build_model(self.spec)
         net.load_state_dict(torch.load(self.path / WEIGHTS_FILE, weights_only=True))
         return net.eval()

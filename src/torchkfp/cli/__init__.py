@@ -3,6 +3,7 @@
 The top layer (cli -> pipelines -> components -> library). One module per command family, each
 with a ``register(app)`` that adds its commands to the app:
 
+- :mod:`~torchkfp.cli.init`: ``init`` (a config for your own Parquet / CSV data)
 - :mod:`~torchkfp.cli.local_runs`: ``run`` (the whole DAG locally) and ``compile``
 - :mod:`~torchkfp.cli.vertex_runs`: ``submit`` (one run on Vertex AI Pipelines)
 - :mod:`~torchkfp.cli.schedules`: the ``schedule`` group (Vertex AI schedules, ``run-local``)
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import typer
 
-from torchkfp.cli import local_runs, schedules, serve, stages, vertex_runs
+from torchkfp.cli import init, local_runs, schedules, serve, stages, vertex_runs
 
 __all__ = ["app", "main"]
 
@@ -31,7 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (local_runs, vertex_runs, serve, schedules, stages):
+for _module in (init, local_runs, vertex_runs, serve, schedules, stages):
     _module.register(app)
 
 

@@ -8,6 +8,7 @@ command, so ``torchkfp --help`` stays fast.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import typer
@@ -31,8 +32,12 @@ def run(
     Examples:\n
       torchkfp run\n
       torchkfp run --set train.epochs=3\n
-      torchkfp run -c my.yaml --set data.validation_start=2013-05-01 \\
-        --set data.test_start=2013-06-01 --set data.end_date=2013-06-30
+      torchkfp run -q -c my.yaml --set split.validation_start=2013-05-01 \\
+        --set split.test_start=2013-06-01\n
+      torchkfp init --data my.parquet --label churned --out my.yaml  (then: run -c my.yaml)
+
+    A failed stage: its exception (type and message) is printed as one `error:` line and
+    recorded in the run summary (exit code 1).
     """
     from torchkfp.pipelines.local import PipelineFailed, run_local
 
@@ -40,7 +45,15 @@ def run(
     try:
         summary, path = run_local(cfg, quiet_kfp=quiet)
     except PipelineFailed as e:
-        typer.secho(str(e), fg="red", err=True)
+        if e.summary:
+            print_summary(e.summary)
+        # one line naming the stage and the exception it died of (its first line; the whole
+        # message is in the summary's "error", the traceback in the run's kfp.log)
+        first, *more = (e.error or str(e)).splitlines() or [""]
+        sys.stdout.flush()  # the stage table first, also when stdout is a pipe
+        typer.secho(
+            f"error: {e.stage or 'pipeline'}: {first}{' ...' if more else ''}", fg="red", err=True
+        )
         print(e.summary_path)
         raise typer.Exit(1) from None
     print_summary(summary)
@@ -55,11 +68,14 @@ def print_summary(s: dict[str, Any]) -> None:
         t = f"{secs:6.1f}s" if secs is not None else "     - "
         typer.echo(f"  {name:<11} {st['status']:<10} {t}")
     m = s.get("metrics") or {}
-    if m:
-        typer.echo(
-            f"  test: roc_auc={m['roc_auc']:.4f} accuracy={m['accuracy']:.4f} "
-            f"log_loss={m['log_loss']:.4f} precision={m['precision']:.3f} recall={m['recall']:.3f}"
-        )
+    scalars = {
+        k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    if scalars:  # whichever the task kind reports (roc_auc, accuracy, rmse, ...)
+        shown = (f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in scalars.items())
+        typer.echo("  test: " + " ".join(shown))
+    if s["status"] != "succeeded":
+        return
     typer.echo(f"  world size: {s.get('world_size')}  gate: {s['gate']}")
     typer.echo(f"  model: {json.dumps(s['model'])}")
 

@@ -47,7 +47,8 @@ def serve(
     """Serve a model over HTTP with the Vertex AI custom-container contract.
 
     POST {"instances": [{feature: value, ...}]} to /predict (AIP_PREDICT_ROUTE) and get
-    {"predictions": [{"probability_late": p, "is_late": bool}]}; GET /health
+    {"predictions": [{"label": ..., "probability": p}]} (binary; see GET /metadata for
+    the response of the model's task kind); GET /health
     (AIP_HEALTH_ROUTE) and GET /metadata (features and an example instance).
 
     Examples:\n

@@ -81,13 +81,13 @@ def ingest_cmd(
 
     Examples:\n
       torchkfp component ingest --out w/dataset\n
-      torchkfp component ingest -o w/dataset -c configs/local.yaml --set data.start_date=2013-06-01
+      torchkfp component ingest -o w/dataset --set split.strategy=hash --set split.column=null
     """
     from torchkfp.ingest import ingest
 
     cfg = load_config(config, set_)
     with _stage("ingest"):
-        r = ingest(cfg.warehouse, cfg.data, _abs(out))
+        r = ingest(cfg.warehouse, cfg.data, cfg.split, _abs(out))
     _emit(
         {
             "stage": "ingest",
@@ -125,7 +125,7 @@ def preprocess_cmd(
             "transform": r.transform_path,
             "features": r.features_path,
             "rows": r.rows,
-            "positive_rate": r.positive_rate,
+            "label_stats": r.label_stats,
             "seconds": r.seconds,
         }
     )

