@@ -84,7 +84,7 @@ def test_gate_and_deploy_settings_change_only_evaluate_and_deploy(tmp_path, vert
     other = vertex_cfg.override(
         {
             "evaluate.champion_margin": 0.01,
-            "evaluate.min_roc_auc": 0.65,
+            "evaluate.min_metrics": {"roc_auc": 0.65},
             "vertex.traffic_percentage": 10,
             "vertex.serving_machine_type": "n1-standard-4",
             "deploy.alias": "prod",
@@ -109,7 +109,7 @@ def test_pipeline_parameters_are_the_sections(tmp_path, vertex_cfg):
     spec = compiled("vertex", vertex_cfg, tmp_path / "v.yaml")
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) == {parameter_name(s) for s in PIPELINE_SECTIONS}
-    assert params["train_config"]["defaultValue"] == vertex_cfg.train.to_dict()
+    assert params["train_config"]["defaultValue"] == section_parameter(vertex_cfg.train)
     assert params["vertex_config"]["defaultValue"]["project"] == vertex_cfg.vertex.project
     assert params["train_config"]["parameterType"] == "STRUCT"
 
@@ -181,3 +181,30 @@ def test_vertex_training_is_a_multi_replica_custom_job(tmp_path, small_config):
         }
         assert p["container_spec"]["image_uri"] == "example.com/img:1"
     assert _worker_pools(compiled("local", cfg, tmp_path / "l.yaml")) is None
+
+
+def test_unset_settings_survive_the_trip_through_pipeline_parameters():
+    """Struct parameters hold no null and every number as a double: each section is rebuilt
+    inside its component exactly as configured."""
+    from torchkfp.stage_settings import pipeline_parameters
+
+    cfg = Config().override(
+        {
+            "warehouse.duckdb_path": None,
+            "warehouse.query_file": None,
+            "warehouse.table": "mine",
+            "warehouse.tables": {"mine": "/data/mine.parquet"},
+            "split.strategy": "hash",
+            "split.column": None,
+            "split.validation_start": None,
+            "split.test_start": None,
+            "train.model_args": {"width": 8, "scale": 0.5},
+        }
+    )
+    params = pipeline_parameters(cfg)
+    assert None not in params["warehouse_config"].values()
+    struct = yaml.safe_load(yaml.safe_dump(params).replace(": 8\n", ": 8.0\n"))  # as a double
+    assert struct["train_config"]["model_args"]["width"] == 8.0
+    for name in PIPELINE_SECTIONS:
+        section = cfg.section(name)
+        assert type(section).from_dict(struct[parameter_name(name)]) == section, name

