@@ -171,6 +171,32 @@ class PipelineFailed(RuntimeError):
         self.summary = summary
 
 
+_PYTHON3 = re.compile(r"(?<!\S)python3(?=\s)")
+
+
+def _replace_python_executable(full_command: list[str], new_executable: str) -> list[str]:
+    """kfp.local's SubprocessRunner swaps ``python3`` for this interpreter in every part of a
+    task's command, the executor input (our config sections) included: a path such as
+    ``.../lib/python3.11/site-packages/data.csv`` in ``warehouse.tables`` came out mangled.
+    Only ``python3`` as a command word (``python3 -m kfp.dsl.executor_main``) is swapped."""
+    return [_PYTHON3.sub(new_executable, part) for part in full_command]
+
+
+@contextlib.contextmanager
+def _exact_python_swap():
+    from kfp.local import subprocess_task_handler as handler
+
+    original = getattr(handler, "replace_python_executable", None)
+    if original is None:  # another kfp version: nothing to fix
+        yield
+        return
+    handler.replace_python_executable = _replace_python_executable
+    try:
+        yield
+    finally:
+        handler.replace_python_executable = original
+
+
 def _task_outputs(task_dir: Path) -> dict[str, Any] | None:
     f = task_dir / "executor_output.json"
     if not f.is_file():
@@ -227,6 +253,7 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
     output = _KfpOutput(log_path, sys.stdout, quiet=quiet_kfp)
     with contextlib.ExitStack() as stack:
         stack.callback(output.close)
+        stack.enter_context(_exact_python_swap())
         stack.enter_context(contextlib.redirect_stdout(output))
         if quiet_kfp:
             stack.enter_context(contextlib.redirect_stderr(output))

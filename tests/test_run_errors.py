@@ -187,3 +187,18 @@ def test_cli_names_a_later_stage_s_root_cause(small_config, tmp_path):
     _assert_root_cause_summary(summary, None, "DataValidationError", "dep_hour")
     assert summary["failed_stage"] != "ingest"
     assert line.startswith(f"error: {summary['failed_stage']}: DataValidationError: "), line
+
+
+def test_only_the_python3_command_word_is_swapped():
+    # kfp.local swaps every "python3" in a task's command, the config (a path in
+    # warehouse.tables under .../lib/python3.11/...) included: the runner keeps paths intact
+    cmd = [
+        "sh",
+        "-ec",
+        '_KFP_RUNTIME=true python3 -m kfp.dsl.executor_main "$@"\n',
+        "--executor_input",
+        '{"tables": {"t": "/venv/lib/python3.11/site-packages/x/data.csv"}}',
+    ]
+    out = local._replace_python_executable(cmd, "/venv/bin/python")
+    assert out[2] == '_KFP_RUNTIME=true /venv/bin/python -m kfp.dsl.executor_main "$@"\n'
+    assert out[4] == cmd[4]

@@ -450,3 +450,27 @@ def test_readme_example_command_prints_the_rows(tmp_path):
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["rows"] == rows
     assert (tmp_path / "churn-dataset" / artifacts.MARKER).is_file()
+
+
+def test_own_csv_next_to_a_warehouse_file_with_na_as_missing(tmp_path, warehouse_path):
+    """warehouse.tables next to the (read-only) warehouse file: a join of both works, and a
+    CSV's NA is a missing value, not the text 'NA'."""
+    from torchkfp.config import WarehouseConfig
+    from torchkfp.warehouse import open_warehouse
+
+    csv = tmp_path / "carriers.csv"
+    csv.write_text("carrier,rating\nUA,4\nAA,NA\n")
+    wc = WarehouseConfig.from_dict(
+        {"duckdb_path": warehouse_path, "tables": {"ratings": str(csv)}, "query_file": "x.sql"}
+    )
+    t = (
+        open_warehouse(wc)
+        .query(
+            "SELECT r.carrier, r.rating, a.name FROM ratings AS r "
+            "JOIN nycflights13.airlines AS a ON a.carrier = r.carrier ORDER BY r.carrier",
+            {},
+        )
+        .to_pylist()
+    )
+    assert [(r["carrier"], r["rating"]) for r in t] == [("AA", None), ("UA", 4)]
+    assert t[1]["name"].startswith("United")

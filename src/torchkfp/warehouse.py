@@ -209,10 +209,12 @@ class DuckDBWarehouse:
             register_farm_fingerprint(con)
             for name, kind in readers.items():
                 path = os.path.expanduser(self.tables[name])
-                rel = (
-                    con.read_parquet(path) if kind == "parquet" else con.read_csv(path, header=True)
-                )
-                rel.create_view(name, replace=True)
+                if kind == "parquet":
+                    rel = con.read_parquet(path)
+                else:  # empty fields and NA are missing values, as pandas reads a CSV
+                    rel = con.read_csv(path, header=True, na_values=["", "NA"])
+                # a temporary view: the warehouse file itself is open read-only
+                con.register(name, rel)
         except Exception:
             con.close()
             raise
