@@ -137,3 +137,17 @@ def test_importing_the_library_and_cli_help_do_not_load_kfp():
         "assert 'torch' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_package_is_listed_for_setuptools():
+    """pyproject lists packages by hand (components/ and pipelines/ are mapped into the
+    torchkfp namespace): a package missing there installs nowhere but an editable checkout."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {name for name, path in _modules().items() if path.name == "__init__.py"} | {
+        "torchkfp.sql"
+    }
+    assert found == listed
