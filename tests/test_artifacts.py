@@ -15,6 +15,7 @@ from torchkfp.artifacts import features as features_artifact
 from torchkfp.artifacts import model as model_artifact
 from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.errors import ArtifactError
+from torchkfp.labels import Target
 from torchkfp.model import ModelSpec, TabularMLP
 from torchkfp.predictor import Predictor
 from torchkfp.transform import fit
@@ -78,7 +79,8 @@ def test_dataset_splits_round_trip_in_shards(tmp_path):
 
 def _transform():
     train = pd.DataFrame({"x": [1.0, 2.0, np.nan], "c": ["a", "a", "b"], "y": [0, 1, 0]})
-    return fit(train, label="y", numeric_features=["x"], categorical_features=["c"])
+    target = Target("binary", "y", classes=[0, 1])
+    return fit(train, target=target, numeric_features=["x"], categorical_features=["c"])
 
 
 def test_transform_round_trip(tmp_path):

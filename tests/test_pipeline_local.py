@@ -52,7 +52,7 @@ def test_dag_runs_end_to_end_promotes_then_gates_on_champion(dag_run):
     [m] = evaluate["artifacts"]["metrics"]["artifacts"]
     assert m["metadata"]["roc_auc"] == pytest.approx(summary["metrics"]["roc_auc"])
     [cm] = evaluate["artifacts"]["classification_metrics"]["artifacts"]
-    assert cm["metadata"]["confusionMatrix"]["annotationSpecs"][1]["displayName"] == "late"
+    assert cm["metadata"]["confusionMatrix"]["annotationSpecs"][1]["displayName"] == "1"  # class
     assert len(cm["metadata"]["confidenceMetrics"]) > 10
     deploy = task_outputs(summary, "deploy")
     assert deploy["parameterValues"]["version"] == "1"
