@@ -12,14 +12,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.artifacts.folder import begin, commit, require
-from torchkfp.model import ModelSpec, build_model
 from torchkfp.transform import FittedTransform
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: the registry and
+    import torch  # the deploy step only need KIND and the folder protocol, and stay light
+
+    from torchkfp.model import ModelSpec
 
 KIND = "model"
 WEIGHTS_FILE = "model.pt"
@@ -36,6 +38,8 @@ def write(
     metadata: dict[str, Any],
 ) -> dict[str, Any]:
     """Write a complete model artifact (marker last); returns the committed metadata."""
+    import torch
+
     out = begin(path)
     torch.save(state_dict, out / WEIGHTS_FILE)
     (out / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=1))
@@ -56,6 +60,8 @@ class ModelArtifact:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ModelArtifact:
+        from torchkfp.model import ModelSpec
+
         p = Path(path)
         meta = require(p, KIND)
         spec = ModelSpec(**json.loads((p / SPEC_FILE).read_text()))
@@ -63,6 +69,10 @@ class ModelArtifact:
 
     def module(self) -> torch.nn.Module:
         """The network with its weights, in eval mode (a user's model factory is imported)."""
+        import torch
+
+        from torchkfp.model import build_model
+
         net = build_model(self.spec)
         net.load_state_dict(torch.load(self.path / WEIGHTS_FILE, weights_only=True))
         return net.eval()
