@@ -2,10 +2,12 @@
 and the arrival delay in minutes), one with the user's own nn.Module; the binary default is
 tests/test_pipeline_local.py."""
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest import make_config
@@ -22,6 +24,21 @@ FEATURES = {
     "data.categorical_features": ["carrier", "origin", "dest"],
     "warehouse.query_file": str(TESTS / "data" / "flights_tasks.sql"),
 }
+
+
+@contextlib.contextmanager
+def served(model_dir: str, log: Path):
+    """``torchkfp serve --model DIR`` on a free port (a real HTTP server), as an httpx client."""
+    from test_serving import Server, clean_env, free_port
+
+    port = free_port()
+    env = clean_env(PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    server = Server(["--model", model_dir, "--port", str(port)], log, port, env).wait_ready()
+    try:
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            yield client
+    finally:
+        server.stop()
 
 
 def dataset_dir(summary: dict) -> str:
@@ -57,6 +74,15 @@ def test_multiclass_with_a_custom_module(tmp_path, warehouse_path, monkeypatch):
     out = predictions(p, p.predict(test), 0.5)
     assert {o["label"] for o in out} <= set(p.classes)
     assert all(abs(sum(o["probabilities"].values()) - 1) < 1e-6 for o in out)
+    # over HTTP: /metadata shows the task, classes and response shape; /predict answers them
+    with served(summary["model"]["path"], tmp_path / "serve.log") as http:
+        meta = http.get("/metadata").json()
+        resp = http.post("/predict", json={"instances": [meta["example_instance"]]})
+    assert meta["task"] == "multiclass" and meta["classes"] == p.classes
+    assert set(meta["request"]["response"]["predictions"][0]["probabilities"]) == set(p.classes)
+    [pred] = resp.json()["predictions"]
+    assert resp.status_code == 200 and pred["label"] in p.classes
+    assert pred == predictions(p, p.predict([meta["example_instance"]]), 0.5)[0]
 
 
 def test_regression_end_to_end(tmp_path, warehouse_path):
@@ -76,6 +102,15 @@ def test_regression_end_to_end(tmp_path, warehouse_path):
     values = p.predict(test)
     assert values.shape == (20,) and np.isfinite(values).all()
     assert predictions(p, values, 0.5)[0] == {"value": values[0]}
+    with served(summary["model"]["path"], tmp_path / "serve.log") as http:
+        meta = http.get("/metadata").json()
+        resp = http.post("/predict", json={"instances": [meta["example_instance"]] * 2})
+    assert meta["task"] == "regression" and meta["request"]["response"]["predictions"] == [
+        {"value": "float"}
+    ]
+    assert resp.status_code == 200
+    expected = p.predict([meta["example_instance"]])[0]
+    assert [x["value"] for x in resp.json()["predictions"]] == pytest.approx([expected] * 2)
 
 
 def test_a_small_table_of_your_own_trains_as_well_as_logistic_regression(tmp_path):

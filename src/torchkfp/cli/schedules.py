@@ -125,7 +125,10 @@ def create(
         help="Unix cron, optionally with a time zone: 'TZ=America/New_York 0 3 * * *'.",
     ),
     display_name: str = typer.Option(
-        "torchkfp-flights-delay", "--display-name", "--name", help="Schedule display name."
+        None,
+        "--display-name",
+        "--name",
+        help="Schedule display name (default: the config's run.pipeline_name).",
     ),
     config: str = VertexConfigOpt,
     set_: list[str] = VertexSetOpt,
@@ -158,7 +161,7 @@ def create(
             cfg,
             path,
             cron=cron,
-            display_name=display_name,
+            display_name=display_name or cfg.run.pipeline_name,
             max_concurrent_run_count=max_concurrent_runs,
             start_time=start_time,
             end_time=end_time,

@@ -49,6 +49,7 @@ def config_dict(inf: Inference, config_dir: str | Path | None = None) -> dict[st
         },
         "split": inf.split,
         "deploy": {"model_name": inf.name},
+        "vertex": {"endpoint_display_name": inf.name},
         "run": {"pipeline_name": f"torchkfp-{inf.name}"},
     }
     try:
@@ -88,6 +89,7 @@ def render(inf: Inference, config_dir: str | Path | None = None) -> str:
         "data": {"label", "task", "numeric_features", "categorical_features"},
         "split": set(inf.split),
         "deploy": {"model_name"},
+        "vertex": {"endpoint_display_name"},
         "run": {"pipeline_name"},
     }
     lines = [
