@@ -16,15 +16,20 @@ def train(
 
     train_config: the config's ``train`` section (the only settings the workers receive).
     data_fingerprint: ingest's output (the cache key follows the data).
+
+    Checkpoints: AIP_CHECKPOINT_DIR on Vertex; with TORCHKFP_CHECKPOINT_ROOT set (``torchkfp
+    run --resume``) a folder under it named by the features and the train settings, shared by
+    reruns; else next to the model output.
     """
     import time
 
     t0 = time.perf_counter()
     from torchkfp.config import TrainConfig
-    from torchkfp.training import default_checkpoint_dir, is_chief, launch
+    from torchkfp.training import checkpoint_key, default_checkpoint_dir, is_chief, launch
 
-    checkpoints = default_checkpoint_dir(model.path)
     tc = TrainConfig.from_dict(train_config)
+    key = checkpoint_key(tc, features.path, transform.path)
+    checkpoints = default_checkpoint_dir(model.path, key)
     r = launch(tc, features.path, transform.path, model.path, checkpoints, data_fingerprint)
     if not is_chief():
         # Every replica of a Vertex custom job runs this body with the same executor input:
@@ -36,6 +41,9 @@ def train(
             "world_size": r.world_size,
             "best_val_loss": r.best_val_loss,
             "epochs_run": r.epochs_run,
+            "checkpoint_dir": checkpoints,
         }
     )
+    if r.resumed_from_epoch is not None:  # absent: trained from scratch
+        model.metadata["resumed_from_epoch"] = r.resumed_from_epoch
     return (r.world_size, r.samples_per_s, time.perf_counter() - t0)

@@ -3,13 +3,22 @@
 kfp.local runs each stage as a subprocess and streams its output through this process; the
 runner reads it line by line (:class:`_KfpOutput`), so when a stage fails, the summary and
 :class:`PipelineFailed` carry the exception the stage died of (``"error": "Type: message"``,
-``"failed_stage"``), with kfp's own "Inner task failed" kept as ``"runner_error"``."""
+``"failed_stage"``), with kfp's own "Inner task failed" kept as ``"runner_error"``.
+
+Every run trains from scratch in its own folder, unless ``resume=True`` (``torchkfp run
+--resume``): training then checkpoints under ``<run.pipeline_root>/checkpoints/<key>`` (key: the
+features and the train settings, see :func:`torchkfp.training.checkpoint_key`) and resumes
+from the last checkpoint an earlier run on the same data with the same settings left there (a
+killed or failed run, or a finished one: then no epoch is left to train). The train step, a
+subprocess, learns the folder from the ``TORCHKFP_CHECKPOINT_ROOT`` environment variable; the
+summary's ``"resume"`` says whether and from which epoch training resumed."""
 
 import collections
 import contextlib
 import datetime as dt
 import io
 import json
+import os
 import re
 import secrets
 import sys
@@ -22,6 +31,7 @@ from torchkfp.pipelines.flights_delay import build_pipeline
 
 from torchkfp.config import Config
 from torchkfp.stage_settings import pipeline_parameters
+from torchkfp.training.launcher import CHECKPOINT_ROOT_ENV
 
 STAGES = ("ingest", "preprocess", "train", "evaluate", "deploy")  # kfp names tasks by component
 
@@ -225,11 +235,40 @@ def _pipeline_name(run_dir: Path | None, cfg: Config) -> str:
     return cfg.run.pipeline_name
 
 
-def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str]:
+def checkpoint_root(cfg: Config) -> Path:
+    """Where ``run_local(..., resume=True)`` keeps training checkpoints across runs."""
+    return Path(cfg.run.pipeline_root).resolve() / "checkpoints"
+
+
+@contextlib.contextmanager
+def _checkpoint_env(root: Path | None):
+    """``TORCHKFP_CHECKPOINT_ROOT`` for the run's stages (subprocesses inherit it): set to
+    ``root``, or unset (also when the caller's shell had it) so a run without resume trains
+    from scratch whatever the environment; restored afterwards."""
+    before = os.environ.get(CHECKPOINT_ROOT_ENV)
+    if root is None:
+        os.environ.pop(CHECKPOINT_ROOT_ENV, None)
+    else:
+        os.environ[CHECKPOINT_ROOT_ENV] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CHECKPOINT_ROOT_ENV, None)
+        else:
+            os.environ[CHECKPOINT_ROOT_ENV] = before
+
+
+def run_local(
+    cfg: Config, quiet_kfp: bool = False, resume: bool = False
+) -> tuple[dict[str, Any], str]:
     """Run the local DAG; return (summary, summary path). Raises PipelineFailed (after writing
     the summary) if any stage failed: its ``error`` is the exception the failed stage died of
     (read from the stage's own output, which kfp.local streams through this process), not
-    kfp's "Inner task failed"."""
+    kfp's "Inner task failed".
+
+    ``resume``: training checkpoints under :func:`checkpoint_root` and resumes from an earlier
+    run's checkpoint for the same features and train settings (else: from scratch)."""
     import kfp.local
 
     started = dt.datetime.now(dt.timezone.utc)
@@ -251,8 +290,10 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
     # kfp.local prints its logs and every task's output (stdout and stderr merged) on
     # sys.stdout: all of it passes through `output` (kfp.log, the terminal, the failed task)
     output = _KfpOutput(log_path, sys.stdout, quiet=quiet_kfp)
+    ck_root = checkpoint_root(cfg) if resume else None
     with contextlib.ExitStack() as stack:
         stack.callback(output.close)
+        stack.enter_context(_checkpoint_env(ck_root))
         stack.enter_context(_exact_python_swap())
         stack.enter_context(contextlib.redirect_stdout(output))
         if quiet_kfp:
@@ -273,7 +314,9 @@ def run_local(cfg: Config, quiet_kfp: bool = False) -> tuple[dict[str, Any], str
         else:  # no traceback: the run failed outside a stage, or a stage died without one
             error = runner_error
     run_dir = _run_dir(root)
-    summary = summarize(run_dir, cfg, wall, error, started, failed_stage=failed_stage)
+    summary = summarize(
+        run_dir, cfg, wall, error, started, failed_stage=failed_stage, resume_root=ck_root
+    )
     if runner_error:
         summary["error_type"] = error_type
         summary["runner_error"] = runner_error
@@ -301,7 +344,10 @@ def summarize(
     error: str | None,
     started: dt.datetime,
     failed_stage: str | None = None,
+    resume_root: Path | None = None,
 ) -> dict[str, Any]:
+    """The run summary. ``resume_root``: the checkpoint root of a run with resume (None:
+    without)."""
     stages: dict[str, Any] = {}
     for name in STAGES:
         out = _task_outputs(run_dir / name) if run_dir else None
@@ -374,5 +420,20 @@ def summarize(
         "gate": {"promote": promote, "reasons": report.get("reasons")},
         "model": model_went,
         "training": model_meta.get("training"),
+        "resume": _resume_summary(resume_root, train, model_meta),
         "stages": {k: {"status": v["status"]} for k, v in stages.items()},
+    }
+
+
+def _resume_summary(
+    root: Path | None, train: dict[str, Any], model_meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Whether the run asked to resume, the checkpoint folder its training used, and the
+    epoch training resumed after (None: from scratch, or training did not finish)."""
+    kfp_meta = (train.get("artifacts", {}).get("model") or {}).get("metadata") or {}
+    return {
+        "requested": root is not None,
+        "checkpoint_root": str(root) if root is not None else None,
+        "checkpoint_dir": kfp_meta.get("checkpoint_dir"),
+        "resumed_from_epoch": (model_meta.get("training") or {}).get("resumed_from_epoch"),
     }

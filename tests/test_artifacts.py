@@ -42,7 +42,7 @@ def test_begin_clears_an_earlier_partial_attempt(tmp_path):
     artifacts.commit(d, "dataset", {})
     d = artifacts.begin(tmp_path / "a")
     assert list(d.iterdir()) == []  # old files and the old marker are gone
-    (tmp_path / "file").write_text("x")
+    (tmp_path / "file").write_text("")  # an empty file is replaced; one with content is not
     assert artifacts.begin(tmp_path / "file").is_dir()
 
 
@@ -118,7 +118,12 @@ def test_model_write_and_load(tmp_path):
     torch.manual_seed(0)
     net = TabularMLP(spec)
     meta = model_artifact.write(tmp_path / "m", net.state_dict(), spec, tf, {"note": "x"})
+    sums = meta.pop(model_artifact.CHECKSUMS)  # each file's sha256, recorded at commit
     assert meta == {"kind": model_artifact.KIND, "note": "x"}
+    assert sorted(sums) == sorted(model_artifact.CHECKED_FILES)
+    assert sums[model_artifact.SPEC_FILE] == model_artifact.sha256_file(
+        tmp_path / "m" / model_artifact.SPEC_FILE
+    )
     names = {p.name for p in (tmp_path / "m").iterdir()}
     assert {
         model_artifact.WEIGHTS_FILE,

@@ -87,9 +87,17 @@ def test_publish_refuses_an_incomplete_model_and_registers_nothing(
     assert LocalRegistry(small_config.deploy.registry_dir, "flights-delay").versions() == []
 
 
-def test_alias_naming_a_missing_version_is_a_registry_error(small_config, trained_model):
+def test_alias_naming_a_missing_version_is_no_champion_until_the_next_promotion(
+    small_config, trained_model
+):
     reg = open_registry(small_config.deploy)
     r = reg.publish(trained_model)
     shutil.rmtree(r.location)
     with pytest.raises(RegistryError, match="version 1 does not exist"):
-        reg.champion()
+        reg.locate("champion")  # asked for by name: an error
+    # the gate's question: no champion (with the reason), so evaluate does not fail forever
+    assert reg.champion() is None
+    assert "version 1, which no longer exists" in reg.notes[0]
+    again = reg.publish(trained_model)  # the next promotion repairs the alias
+    assert again.version == "2" and again.previous == "1"  # 1 is not reused
+    assert reg.champion() == again.location and reg.notes == []

@@ -140,6 +140,25 @@ def server(trained_model: str, tmp_path_factory) -> Iterator[Server]:
         srv.stop()
 
 
+def server_paths(meta: Any) -> list[str]:
+    """Strings in a /metadata answer that look like a filesystem path or a URI (routes aside)."""
+    routes = set(meta["request"]["routes"].values())
+    found: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str) and (v.startswith(("/", "~")) or "://" in v) and v not in routes:
+            found.append(v)
+
+    walk(meta)
+    return found
+
+
 def probabilities(resp: httpx.Response) -> np.ndarray:
     assert resp.status_code == 200, resp.text
     preds = resp.json()["predictions"]
@@ -189,8 +208,12 @@ def test_threshold_parameter(server, instances):
 
 def test_health_and_metadata(server, trained_model, predictor):
     assert httpx.get(server.base + "/health").json() == {"status": "ok"}
-    meta = httpx.get(server.base + "/metadata").json()
-    assert meta["model_uri"] == trained_model
+    resp = httpx.get(server.base + "/metadata")
+    meta = resp.json()
+    # the model's identity, but no server paths (the route is unauthenticated)
+    assert meta["artifact"]["data_fingerprint"] == predictor.metadata["data_fingerprint"]
+    assert "model_uri" not in meta and "model_dir" not in meta
+    assert trained_model not in resp.text and not server_paths(meta)
     assert meta["features"]["numeric"] == predictor.transform.numeric_features
     assert list(meta["features"]["categorical"]) == predictor.transform.categorical_features
     # the advertised example instance is itself a valid request
@@ -397,9 +420,9 @@ def test_vertex_env_contract_with_gcs_model(
             default_route = httpx.post(srv.base + "/predict", json={"instances": instances[:1]})
             assert default_route.status_code == 404
             assert httpx.get(srv.base + "/health").status_code == 404
-            meta = httpx.get(srv.base + "/metadata").json()
-            assert meta["model_uri"] == "gs://models/flights/v1/model"
-            assert meta["model_dir"] != trained_model  # a downloaded copy
+            meta = httpx.get(srv.base + "/metadata")
+            assert "gs://" not in meta.text and not server_paths(meta.json())  # no storage paths
+            assert "downloaded" in srv.output()  # a downloaded copy, not the FUSE mount
         finally:
             srv.stop()
 
@@ -488,9 +511,11 @@ def test_serve_by_alias(trained_model, predictor, test_rows, instances, tmp_path
     srv = Server(args, tmp_path / "alias.log", port)
     try:
         srv.wait_ready()
-        meta = httpx.get(srv.base + "/metadata").json()
-        assert meta["model_uri"] == published.location
+        resp = httpx.get(srv.base + "/metadata")
+        meta = resp.json()
         assert meta["registry_version"]["version"] == 1
+        assert "source" not in meta["registry_version"]
+        assert published.location not in resp.text and not server_paths(meta)
         resp = httpx.post(srv.base + "/predict", json={"instances": instances[:50]}, timeout=30)
         np.testing.assert_allclose(
             probabilities(resp), predictor.predict_proba(test_rows.iloc[:50]), rtol=1e-6, atol=1e-7

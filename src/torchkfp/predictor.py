@@ -7,6 +7,12 @@ transform. What comes out follows the task kind:
 - binary: the probability of the positive class (``classes[1]``), ``[N]``;
 - multiclass: class probabilities ``[N, K]`` in ``classes`` order;
 - regression: the predicted value in the label's own units, ``[N]``.
+
+Loading checks the artifact (:meth:`ModelArtifact.load` verifies its files against each other
+and their checksums; ``module()`` reads the weights weights-only and fits them to the spec),
+then predicts one all-missing row: a network whose output does not have the shape the task
+needs (a user factory ignoring ``output_size``) or is not finite is an ArtifactError at load,
+not an error on every request.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import pandas as pd
 import torch
 
 from torchkfp.artifacts.model import ModelArtifact
+from torchkfp.errors import ArtifactError
 from torchkfp.model import output_logits
 
 CHUNK = 65536
@@ -33,6 +40,29 @@ class Predictor:
         self.target = self.transform.target
         self.task = self.target.task
         self.model = self.artifact.module()
+        self._probe()
+
+    def _probe(self) -> None:
+        """Predict one row of missing values; ArtifactError unless the output has the task's
+        shape and is finite."""
+        row = pd.DataFrame([dict.fromkeys(self.feature_names)], columns=self.feature_names)
+        want = (1, self.target.output_size) if self.task == "multiclass" else (1,)
+        what = f"model artifact {str(self.path)!r}"
+        try:
+            out = self.predict(row)
+        except Exception as e:  # the network itself (a user factory) fails on its input
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ArtifactError(
+                f"{what}: the network fails on one row of its own inputs "
+                f"({type(e).__name__}: {first})"
+            ) from None
+        if out.shape != want:
+            raise ArtifactError(
+                f"{what}: the network returns shape {list(out.shape)} for one row; a "
+                f"{self.task} model with {len(self.classes)} classes must return {list(want)}"
+            )
+        if not np.isfinite(out).all():
+            raise ArtifactError(f"{what}: the network predicts NaN or infinity for one row")
 
     @property
     def feature_names(self) -> list[str]:

@@ -44,25 +44,122 @@ class Warehouse(Protocol):
     def describe(self) -> str: ...
 
 
+MAX_QUERY_BYTES = 1 << 20
+"""The largest query file ``load_sql`` reads."""
+_PACKAGED_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\.sql", re.ASCII)
+
+
 def load_sql(query_file: str, source_dataset: str) -> str:
-    """Read a packaged (``torchkfp/sql/NAME``) or on-disk query and fill in the dataset name."""
-    p = Path(query_file)
-    if p.is_file():
-        text = p.read_text()
-    else:
-        res = importlib.resources.files("torchkfp") / "sql" / query_file
-        if not res.is_file():
-            packaged = sorted(
-                r.name for r in (importlib.resources.files("torchkfp") / "sql").iterdir()
-            )
-            raise ConfigError(
-                f"warehouse.query_file={query_file!r} is neither a file nor a packaged query "
-                f"(packaged: {packaged})"
-            )
-        text = res.read_text()
+    """Read a packaged (``torchkfp/sql/NAME``) or on-disk query and fill in the dataset name.
+
+    The file must be UTF-8 text holding one query (SELECT / WITH / UNION ...) in BigQuery's
+    dialect; a folder, a binary or empty file, a file over 1 MiB, or text sqlglot cannot parse
+    is a ConfigError on one line naming the file (and the line and column of a parse error),
+    never an echo of the file."""
     if not TABLE_IDENT.fullmatch(source_dataset):
         raise ConfigError(f"invalid dataset identifier {source_dataset!r}")
-    return text.replace("${source_dataset}", source_dataset)
+    where = f"warehouse.query_file={query_file!r}"
+    p = Path(query_file)
+    if p.is_dir():
+        raise ConfigError(f"{where} is a folder, not a SQL file")
+    if p.exists() or p.is_symlink():
+        if not p.is_file():
+            raise ConfigError(f"{where} is not a regular file")
+        text = _read_query(p, where)
+    else:
+        sql_dir = importlib.resources.files("torchkfp") / "sql"
+        res = sql_dir / query_file if _PACKAGED_NAME.fullmatch(query_file) else None
+        if res is None or not res.is_file():
+            packaged = sorted(r.name for r in sql_dir.iterdir() if r.name.endswith(".sql"))
+            raise ConfigError(
+                f"{where} is neither a file nor a packaged query (packaged: {packaged})"
+            )
+        text = res.read_text()
+    sql = text.replace("${source_dataset}", source_dataset)
+    check_sql(sql, where)
+    return sql
+
+
+def _read_query(p: Path, where: str) -> str:
+    try:
+        if p.stat().st_size > MAX_QUERY_BYTES:
+            raise ConfigError(f"{where} is larger than {MAX_QUERY_BYTES} bytes: not a query")
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where} cannot be read ({type(e).__name__}: {e.strerror})") from None
+    if b"\0" in data:
+        raise ConfigError(f"{where} is a binary file, not SQL text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})"
+        ) from None
+    if not text.strip():
+        raise ConfigError(f"{where} is empty: write the query that returns the rows")
+    return text
+
+
+_TOKEN = re.compile(r"<Token token_type: [^,]*, text: (.*?), line: \d+, col: \d+, .*?>", re.S)
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = _TOKEN.sub(lambda m: repr(" ".join(m.group(1).split())[:40]), text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_sql(sql: str, where: str = "the query") -> None:
+    """ConfigError (one line: ``where``, the line and column, what sqlglot expected) unless
+    ``sql`` is exactly one query statement in BigQuery's dialect."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError, SqlglotError, TokenError
+
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
+    except ParseError as e:
+        err = e.errors[0] if e.errors else {}
+        at = f"line {err['line']}, column {err['col']}: " if err.get("line") else ""
+        what = _one_line(err.get("description") or str(e).splitlines()[0])
+        raise ConfigError(f"{where} is not valid SQL ({at}{what})") from None
+    except TokenError:
+        line = _token_error_line(sql)
+        at = f" from line {line}" if line else ""
+        raise ConfigError(
+            f"{where} is not valid SQL (it cannot be split into tokens{at}: an unterminated "
+            "string, quoted name or comment?)"
+        ) from None
+    except SqlglotError as e:
+        raise ConfigError(f"{where} is not valid SQL ({_one_line(str(e))})") from None
+    if not statements:
+        raise ConfigError(f"{where} holds no query (only comments or blanks)")
+    if len(statements) > 1:
+        raise ConfigError(
+            f"{where} holds {len(statements)} statements; it must hold exactly one query "
+            "(no ';' between statements)"
+        )
+    if not isinstance(statements[0], exp.Query):
+        kind = statements[0].key.upper()
+        raise ConfigError(
+            f"{where} is not a query (it parses as {kind}); write one SELECT (WITH ... "
+            "SELECT, ... UNION ALL ...) returning the rows"
+        )
+
+
+def _token_error_line(sql: str, max_lines: int = 5000) -> int | None:
+    """The first line at which the text up to it stops tokenizing (where the unterminated
+    token starts), or None past ``max_lines``."""
+    from sqlglot.dialects.bigquery import BigQuery
+    from sqlglot.errors import TokenError
+
+    lines = sql.splitlines(keepends=True)
+    for i in range(1, min(len(lines), max_lines) + 1):
+        try:
+            BigQuery().tokenizer().tokenize("".join(lines[:i]))
+        except TokenError:
+            return i
+    return None
 
 
 def table_sql(table: str) -> str:

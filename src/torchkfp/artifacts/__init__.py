@@ -12,6 +12,10 @@ Stages import formats from here, never from each other:
   training reads);
 - :mod:`~torchkfp.artifacts.model`: the self-contained model (training writes; evaluation, the
   registries and serving read).
+
+Every reader checks what it reads (it comes from outside: another run, a copy, a hand edit)
+and raises :class:`~torchkfp.errors.ArtifactError` naming the artifact, the file and what is
+wrong; nothing pickled is ever loaded (tensors are read weights-only).
 """
 
 from torchkfp.artifacts.folder import (
@@ -22,6 +26,7 @@ from torchkfp.artifacts.folder import (
     commit,
     fuse_to_gcs,
     gcs_to_fuse,
+    read_json_object,
     require,
     write_json,
 )
@@ -36,6 +41,7 @@ __all__ = [
     "commit",
     "fuse_to_gcs",
     "gcs_to_fuse",
+    "read_json_object",
     "require",
     "write_json",
 ]

@@ -31,4 +31,20 @@ def read_split(path: str | os.PathLike, split: str, columns: list[str] | None = 
     files = sorted((Path(path) / split).glob("part-*.parquet"))
     if not files:
         raise ArtifactError(f"dataset {str(path)!r} has no {split} shards")
-    return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f, columns=columns))
+        except (pa.ArrowException, OSError) as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ArtifactError(
+                f"dataset {str(path)!r}: {split}/{f.name} cannot be read as Parquet "
+                f"({type(e).__name__}: {first}); rerun ingestion"
+            ) from None
+    try:
+        return pa.concat_tables(tables)
+    except pa.ArrowException as e:
+        raise ArtifactError(
+            f"dataset {str(path)!r}: the {split} shards have different schemas ({e}); rerun "
+            "ingestion"
+        ) from None

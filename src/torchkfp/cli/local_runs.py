@@ -26,12 +26,21 @@ def run(
     config: str = ConfigOpt,
     set_: list[str] = SetOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide kfp's per-task logs."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Checkpoint training under <run.pipeline_root>/checkpoints/<key> (key: the "
+        "features and the train settings but timeout_s) and resume from the last checkpoint "
+        "an earlier --resume run on the same data with the same settings left there. "
+        "Without it every run trains from scratch.",
+    ),
 ) -> None:
     """Run the whole DAG locally (kfp.local, embedded defaults: DuckDB, local registry).
 
     Examples:\n
       torchkfp run\n
       torchkfp run --set train.epochs=3\n
+      torchkfp run --resume  (again after a killed run: training goes on where it stopped)\n
       torchkfp run -q -c my.yaml --set split.validation_start=2013-05-01 \\
         --set split.test_start=2013-06-01\n
       torchkfp init --data my.parquet --label churned --out my.yaml  (then: run -c my.yaml)
@@ -43,7 +52,7 @@ def run(
 
     cfg = load_config(config, set_)
     try:
-        summary, path = run_local(cfg, quiet_kfp=quiet)
+        summary, path = run_local(cfg, quiet_kfp=quiet, resume=resume)
     except PipelineFailed as e:
         if e.summary:
             print_summary(e.summary)
@@ -74,6 +83,16 @@ def print_summary(s: dict[str, Any]) -> None:
     if scalars:  # whichever the task kind reports (roc_auc, accuracy, rmse, ...)
         shown = (f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in scalars.items())
         typer.echo("  test: " + " ".join(shown))
+    r = s.get("resume") or {}
+    if r.get("requested") and s["stages"].get("train", {}).get("status") == "succeeded":
+        frm = r.get("resumed_from_epoch")
+        how = f"resumed after epoch {frm}" if frm is not None else "from scratch"
+        typer.echo(f"  training: {how} (checkpoints: {r.get('checkpoint_dir')})")
+    elif r.get("requested"):
+        typer.echo(
+            f"  training: checkpoints under {r.get('checkpoint_root')}; the same command with "
+            "--resume goes on from the last one"
+        )
     if s["status"] != "succeeded":
         return
     typer.echo(f"  world size: {s.get('world_size')}  gate: {s['gate']}")

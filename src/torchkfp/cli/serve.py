@@ -40,7 +40,37 @@ def serve(
         "the embedded local defaults).",
     ),
     max_instances: int = typer.Option(
-        1000, "--max-instances", min=1, help="Most instances accepted in one request."
+        1000,
+        "--max-instances",
+        min=1,
+        help="Most instances accepted in one request; more get 413.",
+    ),
+    max_body_bytes: int = typer.Option(
+        5_000_000,
+        "--max-body-bytes",
+        min=1,
+        help="Largest request body in bytes; a larger one gets 413 (checked while reading).",
+    ),
+    body_timeout: float = typer.Option(
+        30.0,
+        "--body-timeout",
+        min=0.001,
+        help="Seconds to receive a whole request body; a client that stalls gets 408 and "
+        "its connection is closed.",
+    ),
+    keep_alive_timeout: float = typer.Option(
+        15.0,
+        "--keep-alive-timeout",
+        min=0.001,
+        help="Seconds an idle keep-alive connection stays open.",
+    ),
+    max_connections: int = typer.Option(
+        512,
+        "--max-connections",
+        min=1,
+        help="Most open connections (or requests in progress) at once; above it the server "
+        "answers 503 Service Unavailable and closes the connection, so a load balancer can "
+        "retry elsewhere.",
     ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ) -> None:
@@ -68,7 +98,11 @@ def serve(
             host=host,
             port=port,
             access_log=access_log,
+            keep_alive_timeout_s=keep_alive_timeout,
+            max_connections=max_connections,
             max_instances=max_instances,
+            max_body_bytes=max_body_bytes,
+            body_timeout_s=body_timeout,
             threshold=cfg.evaluate.threshold,
         )
     except ServeError as e:

@@ -5,7 +5,9 @@ the stage's KFP component (components/*.py), so a stage can be rerun by hand, e.
 yesterday's preprocessed features. stdout carries exactly one line, the stage's JSON result
 (anything the library or its subprocesses print goes to stderr), so the commands chain in
 shell scripts (``| jq -r .model``). Errors print one ``error: ...`` line, no traceback, and exit
-non-zero (2: configuration or usage, 1: the stage failed).
+non-zero (2: configuration or usage, 1: the stage failed; an OSError such as a full disk counts
+as a failed stage). An output folder that is, holds or sits inside another folder of the same
+command is refused before anything runs (exit 2): writing it would delete the other.
 """
 
 from __future__ import annotations
@@ -60,6 +62,26 @@ def _stage(name: str) -> Iterator[None]:
         fail(f"{name}: {e}", 2)
     except USER_ERRORS as e:
         fail(f"{name}: {e}", 1)
+    except OSError as e:  # the environment: a full disk, a folder that cannot be written
+        where = f" ({e.filename})" if e.filename else ""
+        fail(f"{name}: {type(e).__name__}: {e.strerror or e}{where}", 1)
+
+
+def _separate(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+    """Exit 2 if an output folder is, holds or sits inside another input or output folder
+    (each output is cleared before it is written)."""
+    named = {k: Path(_abs(v)) for k, v in {**inputs, **outputs}.items() if v and "://" not in v}
+    for out in (k for k in outputs if k in named):
+        for other, path in named.items():
+            o = named[out]
+            if other != out and (o == path or o.is_relative_to(path) or path.is_relative_to(o)):
+                relation = "is" if o == path else "is inside" if o.is_relative_to(path) else "holds"
+                fail(
+                    f"{out} {str(o)!r} {relation} {other} {str(path)!r}: writing it would "
+                    f"{'overwrite' if relation != 'is inside' else 'change'} the other; give "
+                    "separate folders",
+                    2,
+                )
 
 
 def _emit(result: dict[str, Any]) -> None:
@@ -85,7 +107,7 @@ def ingest_cmd(
     """
     from torchkfp.ingest import ingest
 
-    cfg = load_config(config, set_)
+    cfg = load_config(config, set_, query=True)
     with _stage("ingest"):
         r = ingest(cfg.warehouse, cfg.data, cfg.split, _abs(out))
     _emit(
@@ -114,6 +136,9 @@ def preprocess_cmd(
     """
     from torchkfp.preprocess import preprocess
 
+    _separate(
+        {"--transform-out": transform_out, "--features-out": features_out}, {"--dataset": dataset}
+    )
     cfg = load_config(config, set_)
     with _stage("preprocess"):
         r = preprocess(
@@ -154,6 +179,10 @@ def train_cmd(
     """
     from torchkfp.training import launch
 
+    _separate(
+        {"--model-out": model_out, "--checkpoint-dir": checkpoint_dir},
+        {"--features": features, "--transform": transform},
+    )
     cfg = load_config(config, set_)
     ckpt = _abs(checkpoint_dir) if checkpoint_dir else None
     with _stage("train"):
@@ -207,18 +236,23 @@ def evaluate_cmd(
 
     if champion and no_champion:
         fail("--champion and --no-champion exclude each other; pass one", 2)
+    _separate({"--report-out": report_out}, {"--model": model, "--dataset": dataset})
     cfg = load_config(config, set_)
     out: Path | None = None
     with _stage("evaluate"):
         t0 = time.perf_counter()
+        notes: list[str] = []
         if no_champion:
             champ = None
         elif champion:
             champ = _abs(champion)
         else:  # the registry's: a local folder, or gs:// read through the GCS FUSE mount
-            found = open_registry(cfg.deploy, cfg.vertex).champion()
+            registry = open_registry(cfg.deploy, cfg.vertex)
+            found = registry.champion()
+            notes = list(getattr(registry, "notes", []))  # e.g. a dangling alias, ignored
             champ = gcs_to_fuse(found) if found else None
         r = evaluate_candidate(cfg.evaluate, _abs(model), _abs(dataset), champ)
+        r.reasons.extend(notes)
         if report_out:
             out = Path(r.save(Path(report_out).resolve()))
     _emit(

@@ -37,11 +37,16 @@ class Registry(Protocol):
 
     def locate(self, alias: str) -> str | None:
         """The model artifact of the version ``alias`` names: a local folder or a gs:// URI;
-        None when no version carries the alias."""
+        None when no version carries the alias. RegistryError when the registry cannot answer
+        (unreadable, or the alias names a version that does not exist)."""
         ...
 
     def champion(self) -> str | None:
-        """``locate`` of the configured serving alias (``deploy.alias``)."""
+        """``locate`` of the configured serving alias (``deploy.alias``): the model the
+        evaluation gate compares against. None: no champion. A registry may answer None for an
+        alias it knows is dangling (the local registry: its version folder is gone), with the
+        reason in a ``notes`` list attribute, so a damaged alias does not fail every later run:
+        the next promotion moves the alias and repairs it."""
         ...
 
     def publish(self, model_uri: str, labels: dict[str, str] | None = None) -> DeployResult:

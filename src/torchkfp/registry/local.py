@@ -7,6 +7,24 @@ Layout::
 
 Every change is atomic (copy to a temp folder then rename; aliases via os.replace) under a
 file lock, so concurrent runs never see a half-registered version.
+
+What is read back is checked, since anything may have edited the folder:
+
+- a version is a folder named by a plain decimal number (``1``, ``2``, ...: ASCII digits, no
+  sign, no leading zero); anything else under ``versions/`` (``.tmp-*`` copies of a killed
+  process, ``01``, ``١``) is never a version, and ``.tmp-*`` leftovers are removed by the next
+  ``register``; a new version never takes a number an alias still names;
+- ``aliases.json`` must be a JSON object of alias names (lowercase letters, digits, ``-``) to
+  version numbers (JSON integers >= 1); anything else is a :class:`RegistryError` naming the file
+  and how to repair it;
+- a model is verified (:func:`torchkfp.artifacts.model.verify`: files, consistency, checksums)
+  before it is registered and again in its registry copy; a copy that fails (a full disk, a
+  read-only folder) leaves no temp folder and raises RegistryError naming the cause.
+
+An alias naming a version whose folder is gone: ``locate`` raises RegistryError; ``champion``
+(the evaluation gate's question) treats it, and a version that fails verification, as "no
+champion" with a warning, so the next promotion moves the alias to the new version and repairs
+it (see :meth:`LocalRegistry.champion`).
 """
 
 from __future__ import annotations
@@ -15,7 +33,9 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -26,20 +46,57 @@ from torchkfp.artifacts import model as model_artifact
 from torchkfp.errors import RegistryError
 from torchkfp.registry.base import DeployResult
 
+log = logging.getLogger(__name__)
+
+ALIASES_FILE = "aliases.json"
+TMP_PREFIX = ".tmp-"
+MAX_ALIASES_BYTES = 1 << 20
+_VERSION = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
+_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}", re.ASCII)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        src, _, why = e.args[0][0]
+        return f"copying {src}: {why}"
+    if isinstance(e, OSError):
+        where = f" ({e.filename})" if e.filename else ""
+        return f"{type(e).__name__}: {e.strerror or e}{where}"
+    return f"{type(e).__name__}: {e}"
+
 
 class LocalRegistry:
     def __init__(self, root: str | os.PathLike, model_name: str, alias: str = "champion"):
+        for what, value in (("model name", model_name), ("alias", alias)):
+            if not isinstance(value, str) or not _NAME.fullmatch(value):
+                raise RegistryError(
+                    f"local registry: {what} {value!r} is not a name (lowercase letters, "
+                    "digits and '-', starting with a letter)"
+                )
         self.root = Path(root) / model_name
         self.model_name = model_name
         self.alias = alias
+        self.notes: list[str] = []
+        """Warnings from the last ``champion()`` (a dangling alias), for reports."""
 
     def describe(self) -> str:
         return f"local registry {self.root}"
 
+    @property
+    def aliases_file(self) -> Path:
+        return self.root / ALIASES_FILE
+
     @contextlib.contextmanager
     def _lock(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as fh:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.root / ".lock", "w")  # closed by the with below
+        except OSError as e:
+            raise RegistryError(
+                f"cannot use the local registry folder {str(self.root)!r} ({_reason(e)}): "
+                "deploy.registry_dir must be a folder this user can write"
+            ) from None
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -51,61 +108,163 @@ class LocalRegistry:
         return self.root / "versions"
 
     def versions(self) -> list[int]:
-        if not self.versions_dir.exists():
-            return []
-        return sorted(int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit())
+        """The registered versions: folders named by a plain decimal number, ascending."""
+        try:
+            entries = list(self.versions_dir.iterdir()) if self.versions_dir.is_dir() else []
+        except OSError as e:
+            raise RegistryError(f"cannot list {str(self.versions_dir)!r} ({_reason(e)})") from None
+        return sorted(
+            int(p.name)
+            for p in entries
+            if _VERSION.fullmatch(p.name) and p.is_dir() and not p.is_symlink()
+        )
+
+    def _broken_aliases(self, problem: str) -> RegistryError:
+        return RegistryError(
+            f"{str(self.aliases_file)!r} {problem}. Repair it: write a JSON object of alias "
+            f'names to version numbers, e.g. {{"{self.alias}": N}} with N one of the '
+            f"versions in {str(self.versions_dir)!r} ({self.versions() or 'none yet'}), or "
+            "delete the file (every alias is then unset; the next promotion sets "
+            f"{self.alias!r} again)"
+        )
 
     def aliases(self) -> dict[str, int]:
-        p = self.root / "aliases.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        """``aliases.json`` read and checked: alias name -> version number (may name a
+        version that no longer exists: ``resolve`` says so)."""
+        p = self.aliases_file
+        if not p.exists() and not p.is_symlink():
+            return {}
+        try:
+            if not p.is_file():
+                raise self._broken_aliases("is not a regular file")
+            if p.stat().st_size > MAX_ALIASES_BYTES:
+                raise self._broken_aliases(f"is larger than {MAX_ALIASES_BYTES} bytes")
+            raw = json.loads(p.read_bytes().decode("utf-8"))
+        except OSError as e:
+            raise RegistryError(f"cannot read {str(p)!r} ({_reason(e)})") from None
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError
+            detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise self._broken_aliases(f"is not valid JSON ({detail})") from None
+        if not isinstance(raw, dict):
+            raise self._broken_aliases(f"holds a JSON {type(raw).__name__}, not an object")
+        for name, v in raw.items():
+            if not _NAME.fullmatch(name):
+                raise self._broken_aliases(f"has an alias named {name[:40]!r}, not an alias name")
+            if type(v) is not int or v < 1:
+                raise self._broken_aliases(
+                    f"maps alias {name!r} to {str(v)[:40]!r}, not a version number (a JSON "
+                    "integer >= 1)"
+                )
+        return raw
 
     def version_info(self, version: int) -> dict[str, Any]:
-        return json.loads((self.versions_dir / str(version) / "version.json").read_text())
+        p = self._version_dir(version) / "version.json"
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise RegistryError(f"cannot read {str(p)!r} ({_reason(e)})") from None
 
-    def resolve(self, ref: str | int) -> Path | None:
-        """Folder of a version given its number or an alias; None if the alias is unset."""
-        if isinstance(ref, int) or str(ref).isdigit():
-            v = int(ref)
-        else:
-            v = self.aliases().get(str(ref))
-            if v is None:
-                return None
+    def _parse_ref(self, ref: str | int) -> tuple[int | None, str | None]:
+        """(version, alias name) that ``ref`` means; RegistryError for anything else."""
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            if ref < 1:
+                raise RegistryError(f"{ref} is not a version number (1, 2, ...)")
+            return ref, None
+        s = ref if isinstance(ref, str) else None
+        if s is not None and _VERSION.fullmatch(s):
+            return int(s), None
+        if s is not None and _NAME.fullmatch(s):
+            return self.aliases().get(s), s
+        raise RegistryError(
+            f"{str(ref)[:40]!r} is neither a version number (1, 2, ...: ASCII digits) nor an "
+            f"alias name (lowercase letters, digits, '-') of {self.describe()}"
+        )
+
+    def _version_dir(self, v: int, alias: str | None = None) -> Path:
         p = self.versions_dir / str(v)
-        if not p.is_dir():
-            raise RegistryError(f"{self.model_name} version {v} does not exist in {self.root}")
+        if p.is_symlink() or not p.is_dir():
+            via = f" (alias {alias!r} in {str(self.aliases_file)!r} names it)" if alias else ""
+            raise RegistryError(
+                f"{self.model_name} version {v} does not exist in {self.root}{via}; versions: "
+                f"{self.versions() or 'none'}"
+            )
         return p
 
+    def resolve(self, ref: str | int) -> Path | None:
+        """Folder of a version given its number or an alias; None if the alias is unset.
+        RegistryError for a ref that is neither, or a version that does not exist."""
+        v, alias = self._parse_ref(ref)
+        return None if v is None else self._version_dir(v, alias)
+
+    def _clean_stale_tmp(self) -> None:
+        """Remove ``.tmp-*`` copies left by a register that was killed (called under the lock:
+        no live register is copying)."""
+        for p in self.versions_dir.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(p, ignore_errors=True)
+
     def register(self, model_dir: str | os.PathLike, labels: dict[str, Any] | None = None) -> int:
-        meta = artifacts.require(model_dir, model_artifact.KIND)
-        with self._lock():
-            self.versions_dir.mkdir(parents=True, exist_ok=True)
-            version = (self.versions()[-1] + 1) if self.versions() else 1
-            tmp = self.versions_dir / f".tmp-{version}-{os.getpid()}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            shutil.copytree(model_dir, tmp)
-            artifacts.write_json(
-                tmp / "version.json",
-                {
-                    "version": version,
-                    "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-                    "source": str(model_dir),
-                    "data_fingerprint": meta.get("data_fingerprint"),
-                    "labels": labels or {},
-                },
+        """Copy a verified model artifact in as the next version. ArtifactError: the model
+        fails verification; RegistryError: the copy failed (nothing is left behind)."""
+        src = Path(model_dir)
+        meta, _, _ = model_artifact.verify(src)
+        links = [p for p in src.rglob("*") if p.is_symlink()]
+        if links:
+            raise artifacts.ArtifactError(
+                f"model artifact {str(src)!r}: {links[0].relative_to(src)} is a symbolic link; "
+                "a model is registered only with regular files"
             )
-            os.rename(tmp, self.versions_dir / str(version))
+        with self._lock():
+            tmp: Path | None = None
+            try:
+                self.versions_dir.mkdir(parents=True, exist_ok=True)
+                self._clean_stale_tmp()
+                # never a number an alias still names (its folder deleted): the alias must
+                # not come to name a different model
+                version = max([0, *self.versions(), *self.aliases().values()]) + 1
+                tmp = self.versions_dir / f"{TMP_PREFIX}{version}-{os.getpid()}"
+                shutil.copytree(src, tmp)
+                model_artifact.verify(tmp)  # what is registered is what was verified
+                artifacts.write_json(
+                    tmp / "version.json",
+                    {
+                        "version": version,
+                        "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                        "source": str(model_dir),
+                        "data_fingerprint": meta.get("data_fingerprint"),
+                        "labels": labels or {},
+                    },
+                )
+                os.rename(tmp, self.versions_dir / str(version))
+            except BaseException as e:
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                if isinstance(e, OSError):  # shutil.Error included
+                    raise RegistryError(
+                        f"registering {str(src)!r} in {self.describe()} failed ({_reason(e)}); "
+                        "nothing was registered and the partial copy was removed"
+                    ) from None
+                raise
         return version
 
     def set_alias(self, alias: str, version: int) -> int | None:
         """Point ``alias`` at ``version``; returns the version it pointed at before."""
+        if not isinstance(alias, str) or not _NAME.fullmatch(alias):
+            raise RegistryError(f"{alias!r} is not an alias name (lowercase letters, digits, '-')")
+        if type(version) is not int or version < 1:
+            raise RegistryError(f"{version!r} is not a version number (1, 2, ...)")
         with self._lock():
             if not (self.versions_dir / str(version)).is_dir():
                 raise RegistryError(f"{self.model_name} version {version} does not exist")
             aliases = self.aliases()
             previous = aliases.get(alias)
             aliases[alias] = version
-            artifacts.write_json(self.root / "aliases.json", aliases)
+            try:
+                artifacts.write_json(self.aliases_file, aliases)
+            except OSError as e:
+                raise RegistryError(
+                    f"moving alias {alias!r} to version {version} failed ({_reason(e)}); "
+                    f"{str(self.aliases_file)!r} is unchanged"
+                ) from None
         return previous
 
     # ---- the Registry interface ------------------------------------------------------
@@ -114,13 +273,48 @@ class LocalRegistry:
         return str(p) if p else None
 
     def champion(self) -> str | None:
-        return self.locate(self.alias)
+        """``locate(deploy.alias)``, except that an alias naming a version that is gone (its
+        folder deleted by hand, a restored backup) or fails verification (a damaged file, see
+        :func:`torchkfp.artifacts.model.verify`) is "no champion": a warning is logged and
+        kept in ``notes``, and None is returned. Evaluation then gates on the absolute
+        thresholds alone, and the next promotion points the alias at the new version, which
+        repairs it; without this, every later run would fail in evaluate. A broken
+        ``aliases.json`` is still a RegistryError (it needs a human: see :meth:`aliases`)."""
+        self.notes = []
+        v = self.aliases().get(self.alias)
+        if v is None:
+            return None
+        p = self.versions_dir / str(v)
+        where = f"alias {self.alias!r} in {str(self.aliases_file)!r} names {self.model_name}"
+        problem = None
+        if p.is_symlink() or not p.is_dir():
+            problem = f"version {v}, which no longer exists (versions: {self.versions() or 'none'})"
+        else:
+            try:
+                model_artifact.verify(p)
+            except artifacts.ArtifactError as e:
+                problem = f"version {v}, which fails verification ({e})"
+        if problem is None:
+            return str(p)
+        note = (
+            f"{where} {problem}: treated as no champion; the next promotion moves the alias "
+            "and repairs it"
+        )
+        log.warning("warning: %s", note)
+        self.notes.append(note)
+        return None
 
     def publish(self, model_uri: str, labels: dict[str, str] | None = None) -> DeployResult:
         """A new version, then the alias moved to it (the local endpoint serves the alias)."""
         t0 = time.perf_counter()
         version = self.register(model_uri, labels)
-        previous = self.set_alias(self.alias, version)
+        try:
+            previous = self.set_alias(self.alias, version)
+        except RegistryError as e:
+            raise RegistryError(
+                f"{self.model_name} version {version} was registered, but {e}; rerun the deploy "
+                "to register it again and move the alias"
+            ) from None
         return DeployResult(
             registry="local",
             model_name=self.model_name,

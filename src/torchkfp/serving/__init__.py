@@ -17,15 +17,25 @@ Request (the shape ``Endpoint.predict(instances=...)`` sends)::
     {"instances": [{"dep_hour": 7, "distance": 1065, "carrier": "UA", ..., "temp": null}, ...],
      "parameters": {"threshold": 0.5}}            # optional
 
+- the body is UTF-8 JSON (a byte order mark is allowed), sent with ``Content-Type:
+  application/json`` (or ``*+json``, or no Content-Type at all), uncompressed; any other
+  Content-Type, a charset other than UTF-8 or a Content-Encoding such as gzip gets 415;
+- top level: ``instances`` and optionally ``parameters``, nothing else; a key repeated in any
+  JSON object is refused (JSON parsers disagree on which value wins);
 - every instance is an object holding every feature of the model (GET ``/metadata`` lists them
   with an example instance); unknown fields are refused, so a typo never passes silently;
-- numeric features: a JSON number, a string holding a number (``"12.5"``), or ``null`` for an
-  unknown value (the training data had missing values: the model's fitted transform imputes
-  them exactly as in training). NaN and infinities are refused: send ``null``;
+- numeric features: a JSON number, a string holding a plain ASCII decimal number (``"12.5"``,
+  ``"-3e2"``; no spaces, ``_`` or ``,`` separators), or ``null`` for an unknown value (the
+  training data had missing values: the model's fitted transform imputes them exactly as in
+  training). NaN and infinities, as numbers or strings, are refused: send ``null``; so are
+  booleans. A value must lie within ``MAX_STANDARD_DEVIATIONS`` (10^6) training standard
+  deviations of the training mean (``request.numeric_range`` in ``/metadata``): beyond it the
+  value is a unit or typing error, and it would overflow the model's float32 input;
 - categorical features: a string, a number (matched as its string form: ``1`` is ``"1"``), a
-  boolean, or ``null``; values not seen in training fall into the model's "unknown" bucket;
-- ``parameters.threshold`` (optional, in (0, 1); binary models) overrides the server's
-  decision threshold.
+  boolean, or ``null``; values not seen in training fall into the model's "unknown" bucket.
+  A string must be Unicode text: a lone surrogate (the JSON escape ``"\\ud800"``) is refused;
+- ``parameters`` (optional, an object or null): ``threshold``, a JSON number in (0, 1) (0 and
+  1 excluded; binary models), overrides the server's decision threshold.
 
 Response: ``{"predictions": [...]}``, one object per instance, in order, by the model's task
 kind: binary ``{"label": 1, "probability": 0.27}`` (the probability of the positive class, the
@@ -34,10 +44,26 @@ second of the model's two classes), multi-class ``{"label": "b", "probabilities"
 values. Only ``predictions`` is returned: Vertex adds the deployed model id and version
 itself (``aiplatform.Endpoint.predict`` returns them next to the predictions).
 
-Errors never crash the server: a bad request gets a 4xx JSON body
+Errors never crash the server and never show a traceback: a refused request gets a JSON body
 ``{"error": "<what is wrong and how to fix it>", "details": ["instances[3].distance ...", ...]}``
-(``details`` lists up to 20 per-field problems). 400: not JSON, wrong shape, bad instance;
-413: body larger than ``max_body_bytes`` or more than ``max_instances`` instances.
+(``details`` lists up to 20 per-field problems; names the client chose are quoted and
+shortened). 400: not JSON, wrong shape, bad instance; 404/405: an unknown route or method
+(``Allow`` lists the methods; every route answers OPTIONS, the GET routes HEAD); 408: the body
+did not arrive within ``body_timeout_s``; 413: body larger than ``max_body_bytes`` or more than
+``max_instances`` instances; 415: not uncompressed UTF-8 JSON. 408, 413 and 415 close the
+connection (the rest of the body is not read). A client that hangs up mid-body is logged as one
+INFO line. The server never answers NaN or infinity: inputs are range-checked, and should the
+model still give a non-finite prediction the answer is 500 ``{"error": "the model gave no finite
+prediction for instance(s) [...]..."}`` (the request was valid, the model is at fault).
+
+Connections (``serve``, ``torchkfp serve`` options): an idle keep-alive connection is closed
+after ``--keep-alive-timeout`` s; above ``--max-connections`` open connections uvicorn answers a
+plain-text 503 Service Unavailable and closes the connection; a request head (request line and
+headers) still incomplete past 64 KiB, or bytes that are not HTTP, get uvicorn's plain-text 400
+(the app never sees them).
+
+GET ``/metadata`` is unauthenticated: it shows the model's identity (registry version, data
+fingerprint, code version, training summary) but no filesystem paths or storage URIs.
 
 Inference is CPU-bound: it runs in worker threads (at most ``inference_threads`` at once) so the
 event loop keeps answering health checks, and ``serve`` pins torch to a small number of intra-op

@@ -5,22 +5,48 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from torchkfp.serving.location import ServeError, localize_model
-from torchkfp.serving.requests import METADATA_ROUTE, BadRequest, InstanceValidator, parse_body
+from torchkfp.serving.requests import (
+    EXAMPLE,
+    METADATA_ROUTE,
+    BadRequest,
+    InstanceValidator,
+    json_bytes,
+    parse_body,
+    quote_name,
+)
 
 log = logging.getLogger("torchkfp.serving")
 
 DEFAULT_PORT = 8080
 DEFAULT_HEALTH_ROUTE = "/health"
 DEFAULT_PREDICT_ROUTE = "/predict"
+DEFAULT_MAX_INSTANCES = 1000
+DEFAULT_MAX_BODY_BYTES = 5_000_000
+DEFAULT_BODY_TIMEOUT_S = 30.0
+"""Seconds to receive a whole request body, from the first read: a client that stalls gets 408."""
+DEFAULT_KEEP_ALIVE_S = 15.0
+"""Seconds an idle keep-alive connection stays open (uvicorn ``timeout_keep_alive``)."""
+DEFAULT_MAX_CONNECTIONS = 512
+"""Open connections (or requests in progress) at most; above it uvicorn answers 503 and closes
+the connection (uvicorn ``limit_concurrency``)."""
+MAX_HEAD_BYTES = 64 * 1024
+"""A request head (request line and headers) still incomplete past this many bytes gets a plain
+400 from uvicorn's h11 parser and the connection closed (httptools buffers any size: hence h11)."""
+JSON_MEDIA_TYPES = ("application/json",)
+_METHOD_ORDER = {m: i for i, m in enumerate(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])}
 
 
 def _route(env: str, default: str) -> str:
@@ -78,11 +104,66 @@ def response_shape(predictor: Any) -> dict[str, Any]:
     }
 
 
+def _without_paths(value: Any) -> Any:
+    """``value`` without filesystem paths and storage URIs: GET /metadata is unauthenticated.
+
+    Drops keys that name a location (``source``, ``path``, ``*_dir``, ``*_uri``, ...) and any
+    string that looks like a path (``/x``, ``~/x``, ``./x``, ``C:\\x``) or a URI (``gs://x``);
+    NaN and infinities become null."""
+    if isinstance(value, dict):
+        return {
+            k: _without_paths(v)
+            for k, v in value.items()
+            if not _PATH_KEY.search(str(k)) and not _looks_like_path(v)
+        }
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value if not _looks_like_path(v)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity
+    return value
+
+
+_PATH_KEY = re.compile(r"(?:^|_)(?:source|path|paths|dir|dirs|uri|uris|url|location|file)$", re.I)
+_PATH_VALUE = re.compile(r"^(?:/|~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|\\\\)|://")
+
+
+def _looks_like_path(value: Any) -> bool:
+    return isinstance(value, str) and _PATH_VALUE.search(value) is not None
+
+
+def _media_type_problem(headers: Any) -> BadRequest | None:
+    """415 for a body the server cannot read: compressed, or not declared as UTF-8 JSON. No
+    Content-Type at all is read as JSON (curl --data-binary, many HTTP libraries)."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        return BadRequest(
+            415,
+            f"Content-Encoding {quote_name(encoding)} is not supported: send the body "
+            "uncompressed (Content-Encoding: identity, or no Content-Encoding header)",
+            close=True,
+        )
+    ctype = headers.get("content-type")
+    if ctype is None:
+        return None
+    media, *params = (p.strip().lower() for p in ctype.split(";"))
+    fix = "send the body as UTF-8 JSON with Content-Type: application/json"
+    if media not in JSON_MEDIA_TYPES and not media.endswith("+json"):
+        return BadRequest(415, f"Content-Type {quote_name(ctype)} is not JSON: {fix}", close=True)
+    for param in params:
+        key, _, val = param.partition("=")
+        if key.strip() == "charset" and val.strip().strip('"') not in ("utf-8", "utf8"):
+            return BadRequest(
+                415, f"Content-Type {quote_name(ctype)}: JSON must be UTF-8; {fix}", close=True
+            )
+    return None
+
+
 def create_app(
     model_dir: str,
     *,
-    max_instances: int = 1000,
-    max_body_bytes: int = 5_000_000,
+    max_instances: int = DEFAULT_MAX_INSTANCES,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     threshold: float = 0.5,
     inference_threads: int | None = None,
     health_path: str | None = None,
@@ -101,6 +182,8 @@ def create_app(
 
     if max_instances < 1 or max_body_bytes < 1:
         raise ServeError("max_instances and max_body_bytes must be >= 1")
+    if not body_timeout_s > 0:
+        raise ServeError(f"body_timeout_s={body_timeout_s} must be > 0")
     if not 0 < threshold < 1:
         raise ServeError(f"threshold={threshold} must be in (0, 1)")
     local = localize_model(model_dir)
@@ -109,24 +192,30 @@ def create_app(
     except (ArtifactError, OSError, ValueError, KeyError, RuntimeError) as e:
         raise ServeError(f"cannot load the model at {model_dir}: {e}") from None
     tf = predictor.transform
-    validator = InstanceValidator(tf.numeric_features, tf.categorical_features)
+    validator = InstanceValidator(
+        tf.numeric_features,
+        tf.categorical_features,
+        {k: (s.mean, s.std) for k, s in tf.numeric.items()},
+    )
     health_path = health_path or health_route()
     predict_path = predict_path or predict_route()
     limiter = anyio.CapacityLimiter(inference_threads or max(1, os.cpu_count() or 1))
 
     version_file = Path(local) / "version.json"
     info = {
-        "model_uri": model_dir,
-        "model_dir": local,
-        "registry_version": (
+        "registry_version": _without_paths(
             json.loads(version_file.read_text()) if version_file.is_file() else None
         ),
-        "artifact": {k: v for k, v in predictor.metadata.items() if k != "training"},
-        "training": {
-            k: v
-            for k, v in (predictor.metadata.get("training") or {}).items()
-            if k not in ("history", "config")
-        },
+        "artifact": _without_paths(
+            {k: v for k, v in predictor.metadata.items() if k != "training"}
+        ),
+        "training": _without_paths(
+            {
+                k: v
+                for k, v in (predictor.metadata.get("training") or {}).items()
+                if k not in ("history", "config")
+            }
+        ),
         "features": {
             "numeric": tf.numeric_features,
             "categorical": {k: {"vocabulary_size": len(v)} for k, v in tf.vocab.items()},
@@ -142,17 +231,17 @@ def create_app(
             "routes": {"predict": predict_path, "health": health_path},
             "max_instances": max_instances,
             "max_body_bytes": max_body_bytes,
+            "body_timeout_s": body_timeout_s,
             "threshold": threshold if predictor.task == "binary" else None,
+            "numeric_range": {k: list(v) for k, v in validator.ranges.items()},
             "response": {"predictions": [response_shape(predictor)]},
         },
     }
+    routes = f"POST {predict_path}, GET {health_path}, GET {METADATA_ROUTE}"
 
-    def predict_body(body: bytes) -> Response:
-        try:
-            instances, params = parse_body(body, max_instances)
-            cols = validator.columns(instances)
-        except BadRequest as e:
-            return e.response()
+    def infer(body: bytes) -> Response:
+        instances, params = parse_body(body, max_instances)
+        cols = validator.columns(instances)
         t = float(params.get("threshold", threshold))
         data: dict[str, np.ndarray] = {
             k: np.asarray(cols[k], dtype=np.float64) for k in validator.numeric
@@ -160,58 +249,128 @@ def create_app(
         for k in validator.categorical:
             data[k] = np.empty(len(cols[k]), dtype=object)
             data[k][:] = cols[k]
-        df = pd.DataFrame(data, copy=False)
-        try:
-            preds = predictions(predictor, predictor.predict(df), t)
-        except Exception:  # a bug, not bad input: the input was validated above
-            log.exception("prediction failed")
-            return JSONResponse(
-                {"error": "prediction failed inside the server; see the server log"},
-                status_code=500,
+        out = predictor.predict(pd.DataFrame(data, copy=False))
+        finite = np.isfinite(out)
+        if not finite.all():
+            bad = np.flatnonzero(~finite.reshape(len(out), -1).all(axis=1)).tolist()
+            log.error("the model gave a non-finite prediction for instance(s) %s", bad[:20])
+            raise BadRequest(
+                500,
+                f"the model gave no finite prediction for instance(s) {bad[:20]}: the inputs "
+                "are within the accepted range, so this is a fault of the model, not of the "
+                "request (the server never answers NaN or infinity); see the server log",
             )
         return Response(
-            json.dumps({"predictions": preds}, allow_nan=False),
+            json_bytes({"predictions": predictions(predictor, out, t)}),
             media_type="application/json",
         )
+
+    def predict_body(body: bytes) -> Response:
+        try:
+            return infer(body)
+        except BadRequest as e:
+            return e.response()
+        except Exception:  # a bug, not bad input: the input was validated
+            log.exception("prediction failed")
+            return BadRequest(
+                500, "prediction failed inside the server; see the server log"
+            ).response()
+
+    async def read_body(request: Request) -> bytes:
+        """The whole body, at most ``max_body_bytes``, within ``body_timeout_s``."""
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            raise BadRequest(
+                413,
+                f"the request body is {int(length)} bytes, more than the limit of "
+                f"{max_body_bytes}: send fewer instances per request",
+                close=True,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with anyio.fail_after(body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_body_bytes:
+                        raise BadRequest(
+                            413,
+                            f"the request body is more than the limit of {max_body_bytes} "
+                            "bytes: send fewer instances per request",
+                            close=True,
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BadRequest(
+                408,
+                f"the request body did not arrive within {body_timeout_s:g} s ({size} bytes "
+                "received): send the whole body at once, and a Content-Length that matches it",
+                close=True,
+            ) from None
+        return b"".join(chunks)
+
+    def allowed(methods: str) -> Response:
+        return Response(status_code=204, headers={"Allow": methods})
 
     app = FastAPI(
         title="torchkfp prediction server",
         description="Vertex AI custom-container prediction server for a torchkfp model.",
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.predictor = predictor
     app.state.info = info
 
-    @app.get(health_path)
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        path = quote_name(request.url.path)
+        headers = exc.headers
+        if exc.status_code == 404:
+            message = f"no route {path}: the routes are {routes}"
+        elif exc.status_code == 405:
+            methods = (exc.headers or {}).get("Allow", "").replace(" ", "").split(",")
+            allow = ", ".join(sorted(methods, key=lambda m: (_METHOD_ORDER.get(m, 99), m)))
+            headers = {**(exc.headers or {}), "Allow": allow}
+            message = f"{quote_name(request.method)} is not allowed on {path} (allowed: {allow})"
+            if request.url.path == predict_path:
+                message += f": POST JSON like {EXAMPLE} to {predict_path}"
+        else:
+            message = str(exc.detail)
+        return BadRequest(exc.status_code, message, headers=headers).response()
 
-    @app.get(METADATA_ROUTE)
-    async def metadata() -> dict[str, Any]:
-        return info
+    @app.api_route(health_path, methods=["GET", "HEAD", "OPTIONS"])
+    async def health(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return allowed("GET, HEAD, OPTIONS")
+        return Response(json_bytes({"status": "ok"}), media_type="application/json")
 
-    @app.post(predict_path)
+    metadata_body = json_bytes(info)
+
+    @app.api_route(METADATA_ROUTE, methods=["GET", "HEAD", "OPTIONS"])
+    async def metadata(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return allowed("GET, HEAD, OPTIONS")
+        return Response(metadata_body, media_type="application/json")
+
+    @app.api_route(predict_path, methods=["POST", "OPTIONS"])
     async def predict(request: Request) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return BadRequest(
-                413,
-                f"the request body is {int(length)} bytes, more than the limit of "
-                f"{max_body_bytes}: send fewer instances per request",
-            ).response()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                return BadRequest(
-                    413,
-                    f"the request body is more than the limit of {max_body_bytes} bytes: send "
-                    "fewer instances per request",
-                ).response()
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        if request.method == "OPTIONS":
+            return allowed("POST, OPTIONS")
+        try:
+            problem = _media_type_problem(request.headers)
+            if problem is not None:
+                raise problem
+            body = await read_body(request)
+        except BadRequest as e:
+            return e.response()
+        except ClientDisconnect:
+            client = request.client
+            log.info(
+                "client %s hung up before sending the whole request body; nothing to answer",
+                f"{client.host}:{client.port}" if client else "?",
+            )
+            return Response(status_code=400)  # nobody is listening
         return await anyio.to_thread.run_sync(predict_body, body, limiter=limiter)
 
     return app
@@ -223,15 +382,27 @@ def serve(
     port: int | None = None,
     *,
     access_log: bool = False,
+    keep_alive_timeout_s: float = DEFAULT_KEEP_ALIVE_S,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     **app_kwargs: Any,
 ) -> None:
-    """Load the model and serve it until SIGTERM/SIGINT (port None: AIP_HTTP_PORT or 8080)."""
+    """Load the model and serve it until SIGTERM/SIGINT (port None: AIP_HTTP_PORT or 8080).
+
+    ``keep_alive_timeout_s``: an idle keep-alive connection is closed after it;
+    ``max_connections``: open connections (or requests in progress) at most, above it uvicorn
+    answers 503 Service Unavailable and closes the connection; ``app_kwargs``: :func:`create_app`.
+    A request head (request line and headers) over ``MAX_HEAD_BYTES`` gets uvicorn's plain 400.
+    """
     import torch
     import uvicorn
 
     threads = os.environ.get("TORCHKFP_TORCH_THREADS", "1")
     if not threads.isdigit() or int(threads) < 1:
         raise ServeError(f"TORCHKFP_TORCH_THREADS={threads!r} must be a positive integer")
+    if not keep_alive_timeout_s > 0:
+        raise ServeError(f"keep_alive_timeout_s={keep_alive_timeout_s} must be > 0")
+    if max_connections < 1:
+        raise ServeError(f"max_connections={max_connections} must be >= 1")
     torch.set_num_threads(int(threads))
     port = http_port() if port is None else port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
@@ -246,4 +417,14 @@ def serve(
         info["request"]["routes"]["health"],
         METADATA_ROUTE,
     )
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level="info",
+        timeout_keep_alive=keep_alive_timeout_s,  # type: ignore[arg-type]
+        limit_concurrency=max_connections,
+        http="h11",  # bounded request heads; the parser is not the bottleneck (inference is)
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+    )

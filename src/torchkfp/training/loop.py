@@ -1,15 +1,26 @@
 """The training loop of one DDP rank: ``Trainer`` (batches, epochs, validation, early
-stopping, checkpoints) and the pure helpers ``get_lr`` and ``shard_indices``.
+stopping, divergence, checkpoints) and the pure helpers ``get_lr``, ``shard_indices`` and
+``epoch_seed``.
 
 Each rank trains on its own shard of pre-built tensors; gradients are averaged by DDP; the
-validation loss is all-reduced so every rank takes the same early-stopping decision; only rank
-0 writes checkpoints. Objects arrive built (model, tensors, device): the worker builds them.
+epoch's train and validation losses and a non-finite-weights flag are all-reduced, so every rank
+takes the same early-stopping and divergence decision; only rank 0 writes checkpoints. Objects
+arrive built (model, tensors, device): the worker builds them.
+
+Resume is exact: an epoch's randomness (its shard order, dropout, the unknown-category mask)
+depends only on ``(seed, epoch, rank)`` (the global RNGs are reseeded at the start of every
+epoch), and a checkpoint holds everything else that carries over (weights, optimizer state,
+step, early-stopping state, history), so a run stopped after any epoch and resumed ends with the
+same weights as one that was never stopped. A checkpoint holds tensors and plain data only (it
+loads with ``weights_only=True``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +35,19 @@ from torchkfp.errors import TrainingError
 from torchkfp.model import output_logits
 
 CHECKPOINT_FILE = "last.pt"
+CHECKPOINT_KEYS = (
+    "model",
+    "opt",
+    "epoch",
+    "step",
+    "best_loss",
+    "best_epoch",
+    "best_state",
+    "bad_epochs",
+    "history",
+    "identity",
+)
+"""What a checkpoint must hold to be resumed."""
 
 
 def get_lr(step: int, total_steps: int, peak: float, warmup_steps: int) -> float:
@@ -44,6 +68,53 @@ def shard_indices(n: int, rank: int, world: int, seed: int, epoch: int) -> torch
     if total > n:
         perm = torch.cat([perm, perm[: total - n]])
     return perm[rank:total:world]
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one rank's randomness in one epoch (dropout, the unknown-category mask, a
+    custom model's own draws): a pure function of ``(seed, epoch, rank)``, so a resumed epoch
+    draws exactly what it would have drawn in an uninterrupted run, and ranks draw different
+    masks."""
+    digest = hashlib.sha256(f"torchkfp:{seed}:{epoch}:{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # 63 bits: any torch/numpy seed
+
+
+def seed_everything(seed: int) -> None:
+    """Reseed every global RNG a training step may draw from (torch on every device, numpy,
+    Python's ``random``)."""
+    import numpy as np
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _unreadable(path: Path, why: str) -> TrainingError:
+    why = (why.strip().splitlines() or [""])[0][:300]
+    return TrainingError(
+        f"checkpoint {path} is unreadable ({why}): delete it or use a fresh checkpoint folder"
+    )
+
+
+def read_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """A checkpoint, loaded weights-only (tensors and plain data, never code to run) and
+    checked to hold what a resume needs. A truncated, garbage or foreign file raises
+    :class:`TrainingError` (never a traceback from deep inside torch)."""
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # truncated zip, garbage bytes, pickled objects, I/O errors
+        raise _unreadable(path, f"{type(e).__name__}: {e}") from None
+    if not isinstance(ck, dict):
+        raise _unreadable(path, f"holds a {type(ck).__name__}, not a training checkpoint")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    if missing:
+        raise _unreadable(path, f"not a training checkpoint: no {', '.join(missing)}")
+    if not isinstance(ck["epoch"], int) or not isinstance(ck["step"], int):
+        raise _unreadable(path, "epoch and step are not integers")
+    return ck
 
 
 def effective_batch_size(batch_size: int, rows_per_process: int, min_steps: int) -> int:
@@ -126,8 +197,11 @@ class Trainer:
         self.step += 1
         return loss.detach()  # no .item() here: a host sync per step stalls a GPU
 
-    def _run_epoch(self, epoch: int) -> float:
+    def _run_epoch(self, epoch: int) -> tuple[float, bool]:
+        """Train one epoch; return (the mean train loss over all ranks, whether every rank's
+        weights are finite)."""
         self.ddp.train()
+        seed_everything(epoch_seed(self.tc.seed, epoch, self.rank))
         idx = shard_indices(self.train["y"].shape[0], self.rank, self.world, self.tc.seed, epoch)
         idx = idx.to(self.device)
         total = torch.zeros((), device=self.device)
@@ -138,10 +212,22 @@ class Trainer:
             b = idx[start : start + bs]
             total += self._run_batch(b) * b.shape[0]
             count += b.shape[0]
-        mean_loss = total.item() / max(1, count)  # one sync per epoch
+        params = [p.detach() for p in self.model.parameters()]
+        finite = torch.stack([torch.isfinite(p).all() for p in params]).all() if params else True
+        # one all-reduce (and one host sync) per epoch: loss sum, row count, ranks with
+        # non-finite weights; every rank gets the same numbers, so the same decision
+        s = torch.stack(
+            [
+                total.double(),
+                torch.tensor(float(count), dtype=torch.float64, device=self.device),
+                (~torch.as_tensor(finite, device=self.device)).double(),
+            ]
+        )
+        dist.all_reduce(s)
+        loss_sum, rows, bad_ranks = s.tolist()
         self.train_seconds += time.perf_counter() - t0
         self.samples += count * self.world
-        return mean_loss
+        return loss_sum / max(1.0, rows), bad_ranks == 0
 
     @torch.no_grad()
     def _validate(self) -> float:
@@ -159,28 +245,36 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if not (self.master and self.checkpoint_dir is not None):
             return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoint_dir / CHECKPOINT_FILE
         tmp = self.checkpoint_dir / (CHECKPOINT_FILE + ".tmp")
-        torch.save(
-            {
-                "model": self.model.state_dict(),
-                "opt": self.opt.state_dict(),
-                "epoch": self.epoch,
-                "step": self.step,
-                "best_loss": self.best_loss,
-                "best_epoch": self.best_epoch,
-                "best_state": self.best_state,
-                "bad_epochs": self.bad_epochs,
-                "history": self.history,
-                "identity": self.identity,
-            },
-            tmp,
-        )
-        os.replace(tmp, self.checkpoint_dir / CHECKPOINT_FILE)
+        state = {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "identity": self.identity,
+        }
+        try:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:  # written whole and synced, then renamed over the last
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except OSError as e:
+            raise TrainingError(
+                f"cannot write checkpoint {final} ({type(e).__name__}: {e.strerror or e}): free "
+                "disk space or make the folder writable, or use another checkpoint folder"
+            ) from None
 
     def _load_checkpoint(self, path: Path) -> None:
         # weights-only: a checkpoint holds tensors and plain data, never code to run
-        ck = torch.load(path, map_location=self.device, weights_only=True)
+        ck = read_checkpoint(path, map_location=self.device)
         theirs = ck.get("identity") or {}
         if theirs != self.identity:
             keys = set(self.identity) | set(theirs)
@@ -189,8 +283,11 @@ class Trainer:
                 f"checkpoint {path} belongs to another training run (differs in {diff}); "
                 "use a fresh checkpoint folder or delete it to train from scratch"
             )
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["opt"])
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["opt"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise _unreadable(path, f"{type(e).__name__}: {e}") from None
         self.epoch, self.step = ck["epoch"], ck["step"]
         self.best_loss, self.best_epoch = ck["best_loss"], ck["best_epoch"]
         self.best_state, self.bad_epochs = ck["best_state"], ck["bad_epochs"]
@@ -198,26 +295,48 @@ class Trainer:
         self.resumed_from = self.epoch
 
     # -- the loop ----------------------------------------------------------------------
-    def train_loop(self) -> None:
-        while self.epoch < self.tc.epochs and self.bad_epochs < self.tc.patience:
-            t0 = time.perf_counter()
-            train_loss = self._run_epoch(self.epoch)
-            val_loss = self._validate()
-            if val_loss < self.best_loss - 1e-5:
-                self.best_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
-                self.best_state = {
-                    k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
-                }
-            else:
-                self.bad_epochs += 1
-            self.history.append(
-                {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss}
+    @property
+    def finished(self) -> bool:
+        """All epochs run, or early-stopped."""
+        return self.epoch >= self.tc.epochs or self.bad_epochs >= self.tc.patience
+
+    def train_epoch(self) -> None:
+        """One epoch: train, validate, stop on divergence, keep the best weights, checkpoint.
+        Raises :class:`TrainingError` (on every rank alike) when the epoch's train or
+        validation loss or the weights are not finite: nothing of that epoch is kept."""
+        t0 = time.perf_counter()
+        train_loss, weights_finite = self._run_epoch(self.epoch)
+        val_loss = self._validate()
+        if self.master:
+            print(
+                f"[train] epoch {self.epoch + 1}/{self.tc.epochs} train_loss={train_loss:.4f}"
+                f" val_loss={val_loss:.4f} ({time.perf_counter() - t0:.2f}s)",
+                flush=True,
             )
-            if self.master:
-                print(
-                    f"[train] epoch {self.epoch + 1}/{self.tc.epochs} train_loss={train_loss:.4f}"
-                    f" val_loss={val_loss:.4f} ({time.perf_counter() - t0:.2f}s)",
-                    flush=True,
-                )
-            self.epoch += 1
-            self._save_checkpoint()
+        if not math.isfinite(train_loss):
+            self._diverged(f"train loss {train_loss}")
+        if not weights_finite:
+            self._diverged("weights not finite")
+        if not math.isfinite(val_loss):
+            self._diverged(f"validation loss {val_loss}")
+        if val_loss < self.best_loss - 1e-5:  # finite here: a nan/inf loss never wins
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
+            self.best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+            }
+        else:
+            self.bad_epochs += 1
+        self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss})
+        self.epoch += 1
+        self._save_checkpoint()
+
+    def _diverged(self, what: str) -> None:
+        raise TrainingError(
+            f"training diverged at epoch {self.epoch + 1} ({what}): lower train.learning_rate "
+            f"(now {self.tc.learning_rate:g}), or check the features for extreme values; the "
+            "epoch was not checkpointed"
+        )
+
+    def train_loop(self) -> None:
+        while not self.finished:
+            self.train_epoch()

@@ -2,8 +2,11 @@
 :mod:`torchkfp.training.launcher`).
 
 Joins the process group with the backend the launcher chose, loads the features, builds the
-model and the :class:`~torchkfp.training.loop.Trainer`, runs the loop; global rank 0 then
-writes the model artifact (format: :mod:`torchkfp.artifacts.model`).
+model and the :class:`~torchkfp.training.loop.Trainer` (:func:`build_trainer`), runs the loop;
+global rank 0 then writes the model artifact (format: :mod:`torchkfp.artifacts.model`), never
+one with non-finite weights. A problem the user can fix is raised as
+:class:`~torchkfp.errors.TrainingError`; ``record`` hands its message to the launcher, which
+raises it again as is.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torchkfp.artifacts import features as features_artifact
 from torchkfp.artifacts import model as model_artifact
 from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.config import TrainConfig
+from torchkfp.errors import TrainingError
 from torchkfp.model import ModelSpec, build_model
 from torchkfp.training.loop import Trainer
 
@@ -77,6 +81,58 @@ def _model_metadata(
     }
 
 
+def build_trainer(
+    tc: TrainConfig,
+    features: str | os.PathLike,
+    device: torch.device,
+    rank: int,
+    world: int,
+    checkpoint_dir: str | os.PathLike | None,
+) -> tuple[Trainer, ModelSpec, dict]:
+    """The model (seeded: identical initial weights on every rank) and its Trainer on this
+    rank's data; the Trainer resumes from ``checkpoint_dir`` when it holds a checkpoint.
+    Needs the process group. Returns (trainer, model spec, features metadata)."""
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    feats_meta = artifacts.require(features, features_artifact.KIND)
+    train = features_artifact.read_split(features, "train")
+    val = features_artifact.read_split(features, "validation")
+    spec = ModelSpec(
+        num_numeric=int(train["x_num"].shape[1]),
+        cardinalities=list(feats_meta["cardinalities"]),
+        hidden_sizes=list(tc.hidden_sizes),
+        dropout=tc.dropout,
+        max_embedding_dim=tc.max_embedding_dim,
+        task=feats_meta.get("task", "binary"),
+        output_size=int(feats_meta.get("output_size", 1)),
+        factory=tc.model_factory,
+        factory_args=dict(tc.model_args),
+    )
+    model = build_model(spec)
+    identity = {
+        "data_fingerprint": feats_meta.get("data_fingerprint"),
+        "model_spec": spec.to_dict(),
+        "world_size": world,
+        **{k: getattr(tc, k) for k in IDENTITY_SETTINGS},
+    }
+    ck = Path(checkpoint_dir) if checkpoint_dir else None
+    trainer = Trainer(tc, model, train, val, device, rank, world, ck, identity, spec.task)
+    return trainer, spec, feats_meta
+
+
+def final_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """The weights to ship: the best epoch's (else the last), all finite."""
+    state = trainer.best_state or {
+        k: v.detach().cpu() for k, v in trainer.model.state_dict().items()
+    }
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise TrainingError(
+            f"the trained weights are not finite ({', '.join(bad[:5])}): the model is not "
+            "written; lower train.learning_rate"
+        )
+    return state
+
+
 @record  # a worker's exception reaches the launcher's error message (TORCHELASTIC_ERROR_FILE)
 def main(argv: list[str] | None = None) -> None:
     a = _parse(argv)
@@ -91,35 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group(backend=a.backend, device_id=device if use_cuda else None)
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
-        torch.manual_seed(tc.seed)  # identical initial weights on every rank
-        feats_meta = artifacts.require(a.features, features_artifact.KIND)
-        train = features_artifact.read_split(a.features, "train")
-        val = features_artifact.read_split(a.features, "validation")
-        spec = ModelSpec(
-            num_numeric=int(train["x_num"].shape[1]),
-            cardinalities=list(feats_meta["cardinalities"]),
-            hidden_sizes=list(tc.hidden_sizes),
-            dropout=tc.dropout,
-            max_embedding_dim=tc.max_embedding_dim,
-            task=feats_meta.get("task", "binary"),
-            output_size=int(feats_meta.get("output_size", 1)),
-            factory=tc.model_factory,
-            factory_args=dict(tc.model_args),
+        trainer, spec, feats_meta = build_trainer(
+            tc, a.features, device, rank, world, a.checkpoint_dir
         )
-        model = build_model(spec)
-        identity = {
-            "data_fingerprint": feats_meta.get("data_fingerprint"),
-            "model_spec": spec.to_dict(),
-            "world_size": world,
-            **{k: getattr(tc, k) for k in IDENTITY_SETTINGS},
-        }
-        ck = Path(a.checkpoint_dir) if a.checkpoint_dir else None
-        trainer = Trainer(tc, model, train, val, device, rank, world, ck, identity, spec.task)
         trainer.train_loop()
         if rank == 0:
-            state = trainer.best_state or {
-                k: v.detach().cpu() for k, v in trainer.model.state_dict().items()
-            }
+            state = final_state(trainer)
             meta = _model_metadata(trainer, feats_meta, time.perf_counter() - t0, a.backend)
             tf = transform_artifact.read(a.transform)
             model_artifact.write(a.model, state, spec, tf, meta)
