@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from torchkfp.config import ConfigError, WarehouseConfig
+from torchkfp.config.files import read_text_file
 
 SEED_TABLES = ("flights", "weather", "planes", "airports", "airlines")
 DEFAULT_DUCKDB_TAIL = (".data", "warehouse.duckdb")
@@ -60,11 +61,7 @@ def load_sql(query_file: str, source_dataset: str) -> str:
         raise ConfigError(f"invalid dataset identifier {source_dataset!r}")
     where = f"warehouse.query_file={query_file!r}"
     p = Path(query_file)
-    if p.is_dir():
-        raise ConfigError(f"{where} is a folder, not a SQL file")
     if p.exists() or p.is_symlink():
-        if not p.is_file():
-            raise ConfigError(f"{where} is not a regular file")
         text = _read_query(p, where)
     else:
         sql_dir = importlib.resources.files("torchkfp") / "sql"
@@ -81,20 +78,7 @@ def load_sql(query_file: str, source_dataset: str) -> str:
 
 
 def _read_query(p: Path, where: str) -> str:
-    try:
-        if p.stat().st_size > MAX_QUERY_BYTES:
-            raise ConfigError(f"{where} is larger than {MAX_QUERY_BYTES} bytes: not a query")
-        data = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{where} cannot be read ({type(e).__name__}: {e.strerror})") from None
-    if b"\0" in data:
-        raise ConfigError(f"{where} is a binary file, not SQL text")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"{where} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})"
-        ) from None
+    text = read_text_file(p, where, kind="SQL", limit=MAX_QUERY_BYTES, encoding="utf-8-sig")
     if not text.strip():
         raise ConfigError(f"{where} is empty: write the query that returns the rows")
     return text

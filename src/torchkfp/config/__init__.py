@@ -18,10 +18,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field, model_validator
 
 from torchkfp.config.base import ConfigError, _Section
+from torchkfp.config.files import load_yaml_mapping
 from torchkfp.config.sections import (
     DataConfig,
     DeployConfig,
@@ -84,17 +84,7 @@ class Config(_Section):
     def load(cls, path: str | os.PathLike | None = None, *, resolve_paths: bool = True) -> Config:
         """Load a YAML config (None: the embedded local defaults); resolve local paths to
         absolute ones against the current directory so every subprocess sees the same files."""
-        raw: dict[str, Any] = {}
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"config file {str(p)!r} does not exist")
-            try:
-                raw = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-            if not isinstance(raw, dict):
-                raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
+        raw = load_yaml_mapping(path) if path is not None else {}
         cfg = cls.from_dict(raw)
         return cfg.with_absolute_paths() if resolve_paths else cfg
 
