@@ -115,21 +115,27 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         raise
 
 
-def read_json_object(path: str | os.PathLike, what: str, limit: int = MAX_JSON_BYTES) -> dict:
-    """The JSON object in ``path`` (``what`` names it in errors, e.g. "model artifact '/m'").
-    ArtifactError if it is missing, a symbolic link or not a regular file, over ``limit``
-    bytes, not UTF-8, not JSON (or nested too deep to read), or not an object."""
-    p = Path(path)
-    where = f"{what}: {p.name}"
+def require_regular_file(p: Path, where: str, missing_hint: str = "") -> None:
+    """ArtifactError unless ``p`` is a regular file (not missing, not a folder, not a symbolic
+    link: a link can point anywhere, and change after the artifact was committed)."""
     if p.is_symlink():
         raise ArtifactError(
             f"{where} is a symbolic link; artifact files must be regular files (a link can "
             "point anywhere, and change after the artifact was committed)"
         )
     if not p.exists():
-        raise ArtifactError(f"{where} is missing")
+        raise ArtifactError(f"{where} is missing{missing_hint}")
     if not p.is_file():
         raise ArtifactError(f"{where} is not a regular file")
+
+
+def read_json_object(path: str | os.PathLike, what: str, limit: int = MAX_JSON_BYTES) -> dict:
+    """The JSON object in ``path`` (``what`` names it in errors, e.g. "model artifact '/m'").
+    ArtifactError if it is missing, a symbolic link or not a regular file, over ``limit``
+    bytes, not UTF-8, not JSON (or nested too deep to read), or not an object."""
+    p = Path(path)
+    where = f"{what}: {p.name}"
+    require_regular_file(p, where)
     try:
         size = p.stat().st_size
         if size > limit:

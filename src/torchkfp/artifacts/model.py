@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchkfp.artifacts import transform as transform_artifact
-from torchkfp.artifacts.folder import begin, commit, read_json_object, require
+from torchkfp.artifacts.folder import (
+    begin,
+    commit,
+    read_json_object,
+    require,
+    require_regular_file,
+)
 from torchkfp.errors import ArtifactError
 from torchkfp.labels import TASKS
 from torchkfp.transform import FittedTransform
@@ -185,16 +191,7 @@ def write(
 
 def _check_files(p: Path, what: str) -> None:
     for name in CHECKED_FILES:
-        f = p / name
-        if f.is_symlink():
-            raise ArtifactError(
-                f"{what}: {name} is a symbolic link; artifact files must be regular files (a "
-                "link can point anywhere, and change after the artifact was committed)"
-            )
-        if not f.exists():
-            raise ArtifactError(f"{what}: {name} is missing; rerun training to write it again")
-        if not f.is_file():
-            raise ArtifactError(f"{what}: {name} is not a regular file")
+        require_regular_file(p / name, f"{what}: {name}", "; rerun training to write it again")
     if (p / WEIGHTS_FILE).stat().st_size == 0:
         raise ArtifactError(f"{what}: {WEIGHTS_FILE} is empty; rerun training")
 
