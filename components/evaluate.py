@@ -25,20 +25,15 @@ def evaluate(
     import time
 
     t0 = time.perf_counter()
-    from torchkfp.artifacts import gcs_to_fuse
     from torchkfp.config import DeployConfig, EvaluateConfig, VertexConfig
-    from torchkfp.evaluation import evaluate_candidate
+    from torchkfp.evaluation import evaluate_against_registry
     from torchkfp.registry import open_registry
 
     registry = open_registry(
         DeployConfig.from_dict(deploy_config), VertexConfig.from_dict(vertex_config)
     )
-    champion = registry.champion()
-    r = evaluate_candidate(
-        EvaluateConfig.from_dict(evaluate_config),
-        model.path,
-        dataset.path,
-        gcs_to_fuse(champion) if champion else None,
+    r = evaluate_against_registry(
+        EvaluateConfig.from_dict(evaluate_config), registry, model.path, dataset.path
     )
     for k, v in r.metrics.items():
         metrics.log_metric(k, v)

@@ -69,6 +69,8 @@ class EvalResult:
     """Classification: row = true class, column = predicted class, in ``classes`` order."""
     roc: list[tuple[float, float, float]] = field(default_factory=list)
     """Binary: (fpr, tpr, threshold) points."""
+    champion: str | None = None
+    """The champion model folder compared against (None: none)."""
     seconds: float = 0.0
 
     def roc_columns(self) -> tuple[list[float], list[float], list[float]]:
@@ -197,5 +199,24 @@ def evaluate_candidate(
         classes=cand.classes,
         confusion=scored.get("confusion"),
         roc=scored.get("roc", []),
+        champion=None if champion_dir is None else str(champion_dir),
         seconds=time.perf_counter() - t0,
     )
+
+
+def evaluate_against_registry(
+    ec: EvaluateConfig,
+    registry: Any,
+    model_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+) -> EvalResult:
+    """:func:`evaluate_candidate` against the champion ``registry`` (a
+    :class:`~torchkfp.registry.Registry`) names: a local folder, or gs:// read through the GCS
+    FUSE mount. What the registry noted while looking (e.g. an alias naming a missing version,
+    ignored) goes into the reasons."""
+    from torchkfp.artifacts import gcs_to_fuse
+
+    found = registry.champion()
+    r = evaluate_candidate(ec, model_dir, dataset_dir, gcs_to_fuse(found) if found else None)
+    r.reasons.extend(getattr(registry, "notes", []))
+    return r

@@ -230,8 +230,7 @@ def evaluate_cmd(
       torchkfp component evaluate -m w/model -d w/dataset --no-champion\n
       torchkfp component evaluate -m w/model2 -d w/dataset --champion w/model
     """
-    from torchkfp.artifacts import gcs_to_fuse
-    from torchkfp.evaluation import evaluate_candidate
+    from torchkfp.evaluation import evaluate_against_registry, evaluate_candidate
     from torchkfp.registry import open_registry
 
     if champion and no_champion:
@@ -241,18 +240,12 @@ def evaluate_cmd(
     out: Path | None = None
     with _stage("evaluate"):
         t0 = time.perf_counter()
-        notes: list[str] = []
-        if no_champion:
-            champ = None
-        elif champion:
-            champ = _abs(champion)
-        else:  # the registry's: a local folder, or gs:// read through the GCS FUSE mount
+        if no_champion or champion:
+            champ = _abs(champion) if champion else None  # --no-champion: None
+            r = evaluate_candidate(cfg.evaluate, _abs(model), _abs(dataset), champ)
+        else:
             registry = open_registry(cfg.deploy, cfg.vertex)
-            found = registry.champion()
-            notes = list(getattr(registry, "notes", []))  # e.g. a dangling alias, ignored
-            champ = gcs_to_fuse(found) if found else None
-        r = evaluate_candidate(cfg.evaluate, _abs(model), _abs(dataset), champ)
-        r.reasons.extend(notes)
+            r = evaluate_against_registry(cfg.evaluate, registry, _abs(model), _abs(dataset))
         if report_out:
             out = Path(r.save(Path(report_out).resolve()))
     _emit(
@@ -261,7 +254,7 @@ def evaluate_cmd(
             "promote": r.promote,
             "reasons": r.reasons,
             "metrics": r.metrics,
-            "champion": champ,
+            "champion": r.champion,
             "champion_metrics": r.champion_metrics,
             "report": str(out) if out else None,
             "seconds": time.perf_counter() - t0,
