@@ -45,7 +45,20 @@ def vertex_train_op(cfg: Config):
         # a preempted or failed replica restarts the job; training resumes from its checkpoint
         restart_job_on_worker_restart=True,
         labels=v.labels or None,
+        # Vertex sets AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR from these (the trainer
+        # writes there); a fixed folder keeps the step's cache key the same from run to run
+        tensorboard=v.tensorboard or "",
+        base_output_directory=training_output_directory(cfg),
     )
+
+
+def training_output_directory(cfg: Config) -> str:
+    """The training custom job's base output directory (``vertex.base_output_directory``, else
+    ``<vertex.pipeline_root>/training``; empty without a pipeline root)."""
+    v = cfg.vertex
+    if v.base_output_directory:
+        return v.base_output_directory
+    return f"{v.pipeline_root.rstrip('/')}/training" if v.pipeline_root else ""
 
 
 def build_pipeline(target: str, cfg: Config):

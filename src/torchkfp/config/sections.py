@@ -60,6 +60,11 @@ class WarehouseConfig(_Section):
     tables: dict[str, str] = Field(default_factory=dict)
     """DuckDB only: your own files registered as tables, name -> a Parquet or CSV path (or a
     glob of them), e.g. ``{customers: data/customers.parquet}``; query them by that name."""
+    labels: Annotated[dict[str, str], BeforeValidator(_str_dict)] = Field(default_factory=dict)
+    """BigQuery: labels set on every query job (billing reports group by them)."""
+    maximum_bytes_billed: Int | None = Field(None, ge=1)
+    """BigQuery: a query job that would bill more bytes than this fails before it runs
+    (None: no cap)."""
 
     @field_validator("query_parameters", mode="before")
     @classmethod
@@ -337,6 +342,15 @@ class VertexConfig(_Section):
     """Peered VPC network (projects/NUMBER/global/networks/NAME), optional."""
     encryption_key: str | None = None
     """CMEK key name, optional."""
+    tensorboard: str | None = None
+    """Vertex AI TensorBoard instance (projects/P/locations/L/tensorboards/ID) the training job
+    streams its scalars to (optional; needs a service account)."""
+    base_output_directory: str | None = None
+    """gs:// folder of the training custom job: Vertex sets AIP_CHECKPOINT_DIR and
+    AIP_TENSORBOARD_LOG_DIR under it (None: <pipeline_root>/training)."""
+    models_root: str | None = None
+    """gs:// folder the Vertex registry copies each uploaded model's artifacts to, so they
+    outlive the run's pipeline root (None: gs://<pipeline_root's bucket>/torchkfp-models)."""
 
     @model_validator(mode="after")
     def _check_fields(self) -> Self:
@@ -345,6 +359,22 @@ class VertexConfig(_Section):
                 self.pipeline_root.startswith("gs://"),
                 f"vertex.pipeline_root={self.pipeline_root!r} must be a gs:// URI",
             )
+        for name in ("base_output_directory", "models_root"):
+            value = getattr(self, name)
+            _check(
+                value is None or value.startswith("gs://"),
+                f"vertex.{name}={value!r} must be a gs:// URI",
+            )
+        _check(
+            self.tensorboard is None
+            or bool(
+                re.fullmatch(
+                    r"projects/[^/\s]+/locations/[^/\s]+/tensorboards/[^/\s]+", self.tensorboard
+                )
+            ),
+            f"vertex.tensorboard={self.tensorboard!r} must be a TensorBoard resource name, "
+            "projects/PROJECT/locations/REGION/tensorboards/ID",
+        )
         for k, v in self.labels.items():
             _check(
                 bool(re.match(r"^[a-z][a-z0-9_\-]{0,62}$", k))
