@@ -9,6 +9,8 @@ with a ``register(app)`` that adds its commands to the app:
 - :mod:`~torchkfp.cli.schedules`: the ``schedule`` group (Vertex AI schedules, ``run-local``)
 - :mod:`~torchkfp.cli.stages`: the ``component`` group (one DAG stage on its own)
 - :mod:`~torchkfp.cli.serve`: ``serve`` (the prediction server)
+- :mod:`~torchkfp.cli.models`: ``promote`` and ``rollback`` (the registry's champion)
+- :mod:`~torchkfp.cli.warehouse`: the ``warehouse`` group (``warehouse seed``)
 
 What they share (options, config loading, the error exit, JSON output) is in
 :mod:`~torchkfp.cli.options`; command modules never import this package. kfp, torch and the
@@ -19,7 +21,16 @@ from __future__ import annotations
 
 import typer
 
-from torchkfp.cli import init, local_runs, schedules, serve, stages, vertex_runs
+from torchkfp.cli import (
+    init,
+    local_runs,
+    models,
+    schedules,
+    serve,
+    stages,
+    vertex_runs,
+    warehouse,
+)
 
 __all__ = ["app", "main"]
 
@@ -32,7 +43,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (init, local_runs, vertex_runs, serve, schedules, stages):
+for _module in (init, local_runs, vertex_runs, models, serve, schedules, stages, warehouse):
     _module.register(app)
 
 
