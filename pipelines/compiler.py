@@ -11,6 +11,13 @@ from torchkfp.config import Config
 
 
 def compile_pipeline(target: str, cfg: Config, path: str | Path) -> str:
+    """Compile ``target``'s pipeline with ``cfg``'s sections as its defaults. For Vertex the
+    effective images (config, else TORCHKFP_*_IMAGE read now) are written into the config
+    first, so every task's container and the deploy step's ``vertex_config`` carry them."""
+    if target == "vertex":
+        from torchkfp.images import with_images
+
+        cfg = with_images(cfg)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.yaml")  # kfp insists on a .yaml suffix

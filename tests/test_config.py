@@ -99,7 +99,8 @@ def test_an_unknown_key_names_its_section_and_the_valid_keys():
         Config.from_dict({"evaluate": {"threshold": 0.5, "treshold": 0.4}})
     assert str(e.value) == (
         "unknown setting(s) ['treshold'] in evaluate; "
-        "valid: ['champion_margin', 'max_metrics', 'metric', 'min_metrics', 'threshold']"
+        "valid: ['champion_margin', 'max_metrics', 'metric', 'min_metrics', 'slice_columns', "
+        "'slice_min_examples', 'slice_tolerance', 'threshold']"
     )
 
 

@@ -33,6 +33,9 @@ LOC = f"projects/{PROJECT}/locations/{REGION}"
 SA = "torchkfp-runner@test-project.iam.gserviceaccount.com"
 NETWORK = "projects/123456789/global/networks/ml-vpc"
 KEY = f"projects/{PROJECT}/locations/{REGION}/keyRings/ml/cryptoKeys/pipelines"
+TRAIN_IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/torchkfp/torchkfp-train:0.1.0"
+SERVE_IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/torchkfp/torchkfp-serve:0.1.0"
+IMAGES = {"vertex.training_image": TRAIN_IMAGE, "vertex.serving_image": SERVE_IMAGE}
 
 
 # ---- fixtures -----------------------------------------------------------------------------
@@ -82,6 +85,7 @@ def cfg() -> Config:
             "vertex.pipeline_root": f"gs://{bucket}/pipeline-root",
             "vertex.service_account": SA,
             "vertex.labels": {"team": "ml", "app": "torchkfp"},
+            **IMAGES,
         }
     )
 
@@ -90,7 +94,7 @@ def cfg() -> Config:
 def template(tmp_path_factory) -> str:
     from torchkfp.pipelines.compiler import compile_pipeline
 
-    base = Config.load(EXAMPLE, resolve_paths=False).override({"vertex.project": PROJECT})
+    base = Config.load(EXAMPLE, resolve_paths=False).override({"vertex.project": PROJECT, **IMAGES})
     return compile_pipeline("vertex", base, tmp_path_factory.mktemp("tpl") / "p.yaml")
 
 
@@ -122,7 +126,7 @@ def test_submit_sends_the_pipeline_job_the_dry_run_shows(fake, cfg, template):
     from torchkfp.pipelines import PIPELINE_NAME
 
     cfg = cfg.override({"vertex.network": NETWORK, "vertex.encryption_key": KEY})
-    dry = runs.submit(cfg, template, job_id="run-1", dry_run=True)
+    dry = runs.submit(cfg, template, job_id="run-1", dry_run=True, estimate=False)
     assert fake.requests == [] and not bucket_exists(bucket_of(cfg))
 
     result = runs.submit(cfg, template, job_id="run-1")
@@ -139,9 +143,9 @@ def test_submit_sends_the_pipeline_job_the_dry_run_shows(fake, cfg, template):
     assert body["network"] == NETWORK
     assert body["encryptionSpec"] == {"kmsKeyName": KEY}
     assert body["displayName"] == PIPELINE_NAME
-    # caching on keeps the compiled per-task settings: ingest is never served from cache
+    # caching on keeps the compiled per-task settings: evaluate is never served from cache
     tasks = body["pipelineSpec"]["root"]["dag"]["tasks"]
-    assert tasks["ingest"]["cachingOptions"].get("enableCache") is not True
+    assert tasks["evaluate"]["cachingOptions"].get("enableCache") is not True
     assert tasks["train"]["cachingOptions"]["enableCache"] is True
     # the dry run printed exactly what was then sent
     assert dry.request["body"] == body
@@ -166,7 +170,8 @@ def test_caching_off_switches_every_task_off_and_no_optional_fields(fake, cfg, t
 
 def test_cli_dry_run_sends_nothing_and_prints_the_request(fake, cfg, tmp_path):
     conf = write_config(cfg, tmp_path / "vertex.yaml")
-    r = cli("submit", "--config", conf, "--dry-run", "--set", "train.epochs=3")
+    # --no-estimate: no BigQuery here (tests/test_bigquery_emulator.py covers the estimate)
+    r = cli("submit", "--config", conf, "--dry-run", "--no-estimate", "--set", "train.epochs=3")
     assert r.exit_code == 0, r.output
     assert fake.requests == []
     assert not bucket_exists(bucket_of(cfg))
@@ -244,9 +249,57 @@ def test_submit_reports_an_api_refusal(fake, cfg, template):
         (["--set", "warehouse.backend=duckdb"], "cannot run on Vertex AI"),
         (["--set", "deploy.registry=local"], "set deploy.registry: vertex"),
         (["--template", "/nonexistent/p.yaml"], "does not exist"),
+        (["--set", "vertex.training_image=null"], "vertex.training_image is not set: build"),
+        (
+            ["--set", "vertex.serving_image=us-docker.pkg.dev/YOUR_PROJECT/t/torchkfp-serve:1"],
+            "vertex.serving_image='us-docker.pkg.dev/YOUR_PROJECT/t/torchkfp-serve:1' is a "
+            "placeholder, not an image: build and push docker/serve.Dockerfile",
+        ),
+        (
+            ["--set", "vertex.training_image=torchkfp-train:0.1.0"],
+            "vertex.training_image='torchkfp-train:0.1.0' does not name its registry",
+        ),
+        (
+            ["--set", f"vertex.training_image={REGION}-docker.pkg.dev/{PROJECT}/train:1"],
+            "an Artifact Registry image is us-central1-docker.pkg.dev/PROJECT/REPOSITORY/IMAGE",
+        ),
+        (
+            ["--set", "vertex.serving_image=docker.io/library/torchkfp-serve:1"],
+            "Vertex AI serves models only from Artifact Registry",
+        ),
+        (
+            ["--set", "vertex.training_image=us-docker.pkg.dev/my-project/torchkfp/train:1"],
+            "is the example's image (project 'my-project', while vertex.project='test-project')",
+        ),
+        (
+            [
+                "--set",
+                f"vertex.tensorboard=projects/{PROJECT}/locations/{REGION}/tensorboards/1",
+                "--set",
+                "vertex.service_account=null",
+            ],
+            "vertex.tensorboard='projects/test-project/locations/us-central1/tensorboards/1' "
+            "needs vertex.service_account",
+        ),
+        (
+            [
+                "--set",
+                f"vertex.tensorboard=projects/{PROJECT}/locations/europe-west4/tensorboards/1",
+            ],
+            "use a TensorBoard instance in the region of the run",
+        ),
+        (
+            ["--set", "vertex.base_output_directory=gs://Bad_Bucket/training"],
+            "vertex.base_output_directory='gs://Bad_Bucket/training' must be gs://BUCKET",
+        ),
+        (["--set", "vertex.models_root=gs://"], "vertex.models_root='gs://' must be gs://BUCKET"),
     ],
 )
-def test_cli_submit_rejects_bad_input_before_sending(fake, cfg, tmp_path, args, message):
+def test_cli_submit_rejects_bad_input_before_sending(
+    fake, cfg, tmp_path, args, message, monkeypatch
+):
+    for var in ("TORCHKFP_TRAINING_IMAGE", "TORCHKFP_SERVING_IMAGE"):
+        monkeypatch.delenv(var, raising=False)
     conf = write_config(cfg, tmp_path / "vertex.yaml")
     r = cli("submit", "-c", conf, *args)
     assert r.exit_code == 2, r.output
@@ -264,6 +317,75 @@ def test_library_rejects_a_wrong_template_or_parameters(fake, cfg, template, tmp
         runs.submit(cfg, not_a_pipeline)
     with pytest.raises(ConfigError, match="job id"):
         runs.submit(cfg, template, job_id="Run_1")
+    assert fake.requests == []
+
+
+# ---- images are configuration ------------------------------------------------------------
+def _task_images(spec: dict) -> dict[str, str]:
+    """The container image of each executor, and the training job's worker pools' images."""
+    out = {}
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        out[name] = ex["container"]["image"]
+    return out
+
+
+def test_images_from_the_environment_are_resolved_into_the_pipeline_and_config(
+    fake, cfg, tmp_path, monkeypatch
+):
+    from torchkfp.cli._vertex import pipeline_template
+    from torchkfp.images import template_images
+
+    env_train = f"{REGION}-docker.pkg.dev/{PROJECT}/torchkfp/torchkfp-train:env"
+    env_serve = f"{REGION}-docker.pkg.dev/{PROJECT}/torchkfp/torchkfp-serve:env"
+    monkeypatch.setenv("TORCHKFP_TRAINING_IMAGE", env_train)
+    monkeypatch.setenv("TORCHKFP_SERVING_IMAGE", env_serve)
+    bare = cfg.override({"vertex.training_image": None, "vertex.serving_image": None})
+    path = pipeline_template(bare, None, str(tmp_path))
+    # then the variables are gone: the compiled pipeline and the request keep what was resolved
+    monkeypatch.delenv("TORCHKFP_TRAINING_IMAGE")
+    monkeypatch.delenv("TORCHKFP_SERVING_IMAGE")
+    spec = runs.load_template(path)
+    images = template_images(spec)
+    assert env_train in images and not any("YOUR_PROJECT" in i for i in images)
+    # every step runs the training image (the custom-job launcher is Google's own image)
+    executors = _task_images(spec)
+    ours = {n: i for n, i in executors.items() if "google-cloud-pipeline-components" not in i}
+    assert set(ours.values()) == {env_train} and len(ours) >= 4, executors
+    worker_pools = json.dumps(spec["components"]["comp-train"])
+    assert worker_pools.count(env_train) >= 1
+    assert (
+        spec["root"]["inputDefinitions"]["parameters"]["vertex_config"]["defaultValue"][
+            "serving_image"
+        ]
+        == env_serve
+    )
+    # the run's parameters carry the serving image the deploy step uploads with
+    with pytest.raises(ConfigError, match="vertex.training_image is not set"):
+        runs.submit(bare, path, dry_run=True, estimate=False)  # nothing to resolve now
+    monkeypatch.setenv("TORCHKFP_TRAINING_IMAGE", env_train)
+    monkeypatch.setenv("TORCHKFP_SERVING_IMAGE", env_serve)
+    dry = runs.submit(bare, path, dry_run=True, estimate=False)
+    sent = dry.request["body"]["runtimeConfig"]["parameterValues"]["vertex_config"]
+    assert sent["training_image"] == env_train and sent["serving_image"] == env_serve
+    # the config's own value wins over the environment
+    own = cfg.override({"vertex.serving_image": SERVE_IMAGE})
+    dry = runs.submit(own, path, dry_run=True, estimate=False)
+    sent = dry.request["body"]["runtimeConfig"]["parameterValues"]["vertex_config"]
+    assert sent["serving_image"] == SERVE_IMAGE
+    assert fake.requests == []
+
+
+def test_a_template_compiled_with_placeholder_images_is_refused(fake, cfg, tmp_path, monkeypatch):
+    from torchkfp.pipelines.compiler import compile_pipeline
+
+    for var in ("TORCHKFP_TRAINING_IMAGE", "TORCHKFP_SERVING_IMAGE"):
+        monkeypatch.delenv(var, raising=False)
+    bare = cfg.override({"vertex.training_image": None, "vertex.serving_image": None})
+    old = compile_pipeline("vertex", bare, tmp_path / "old.yaml")  # no image set on its tasks
+    with pytest.raises(ConfigError, match=r"YOUR_PROJECT.*is a placeholder.*compile the pipeline"):
+        runs.submit(cfg, old, dry_run=True, estimate=False)
+    r = cli("submit", "-c", write_config(cfg, tmp_path / "v.yaml"), "--template", old)
+    assert r.exit_code == 2 and "is a placeholder" in r.stderr
     assert fake.requests == []
 
 

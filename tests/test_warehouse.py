@@ -144,3 +144,90 @@ def test_no_duckdb_path_is_an_in_memory_database_with_your_tables(tmp_path):
     assert wh.result_schema("SELECT k FROM a", {}) == pa.schema([("k", pa.int64())])
     with pytest.raises(duckdb.CatalogException, match="flights"):
         wh.query("SELECT * FROM nycflights13.flights", {})
+
+
+# ---- dry runs and seeding -------------------------------------------------------------------
+def test_duckdb_dry_run_names_the_tables_and_plans_the_query(warehouse_path):
+    from torchkfp.warehouse import DryRun
+
+    wh = DuckDBWarehouse(warehouse_path)
+    sql = load_sql("flights_delay.sql", "nycflights13")
+    params = query_params(WarehouseConfig())
+    plan = wh.dry_run(sql, params)
+    assert plan == DryRun(
+        None, ["nycflights13.flights", "nycflights13.planes", "nycflights13.weather"]
+    )
+    # CTE names are not tables; a broken query fails as it would for real
+    assert wh.dry_run("WITH a AS (SELECT 1 AS x) SELECT * FROM a", {}).referenced_tables == []
+    with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+        wh.dry_run("SELECT * FROM nycflights13.no_such_table", {})
+    with pytest.raises(ConfigError, match="start_date"):
+        wh.dry_run(sql, {})
+
+
+def test_seed_schemas_are_the_types_duckdb_infers_and_na_is_null(warehouse_path):
+    from torchkfp.seed import SCHEMAS, arrow_schema, read_table
+
+    duck_types = {
+        "BIGINT": "INT64",
+        "DOUBLE": "FLOAT64",
+        "VARCHAR": "STRING",
+        "TIMESTAMP WITH TIME ZONE": "TIMESTAMP",
+    }
+    con = duckdb.connect(warehouse_path, read_only=True)
+    try:
+        for table, columns in SCHEMAS.items():
+            described = con.execute(f"DESCRIBE nycflights13.{table}").fetchall()
+            assert [(c[0], duck_types[c[1]]) for c in described] == columns, table
+        planes = read_table("planes")
+        assert planes.schema == arrow_schema("planes")
+        duck = con.execute("SELECT count(*) FROM nycflights13.planes WHERE speed IS NULL")
+        assert planes.column("speed").null_count == duck.fetchone()[0] > 3000
+        assert "NA" not in planes.column("type").to_pylist()
+        flights = read_table("flights", limit=10)
+        assert flights.num_rows == 10
+        assert flights.column("time_hour").type == pa.timestamp("us", tz="UTC")
+        assert flights.column("time_hour")[0].as_py().isoformat() == "2013-01-01T10:00:00+00:00"
+    finally:
+        con.close()
+
+
+def test_cli_seeds_duckdb_and_reseeding_replaces_the_file(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from torchkfp.cli import app
+
+    path = tmp_path / "wh" / "seeded.duckdb"
+    args = ["warehouse", "seed", "--backend", "duckdb", "--path", str(path)]
+    r = CliRunner().invoke(app, [*args, "--limit", "30"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["rows"] == {
+        "flights": 30,
+        "weather": 30,
+        "planes": 30,
+        "airports": 30,
+        "airlines": 16,
+    }
+    r = CliRunner().invoke(app, [*args, "--limit", "5", "--dataset", "other"])
+    assert r.exit_code == 0, r.output
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        schemas = {
+            row[0] for row in con.execute("SELECT schema_name FROM duckdb_schemas()").fetchall()
+        }
+        assert "other" in schemas and "nycflights13" not in schemas  # a new file, not added to
+        assert con.execute("SELECT count(*) FROM other.flights").fetchone()[0] == 5
+    finally:
+        con.close()
+    # the seeded file is a warehouse the default query runs on
+    wh = DuckDBWarehouse(path, schema="other")
+    assert wh.query("SELECT count(*) AS n FROM other.weather", {}).to_pylist() == [{"n": 5}]
+    r = CliRunner().invoke(
+        app, ["warehouse", "seed", "--backend", "duckdb", "--path", str(tmp_path)]
+    )
+    assert r.exit_code == 2 and "is a folder" in r.stderr
+    r = CliRunner().invoke(app, ["warehouse", "seed", "--backend", "sqlite"])
+    assert r.exit_code == 2 and "use bigquery or duckdb" in r.stderr

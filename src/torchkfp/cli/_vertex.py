@@ -20,12 +20,16 @@ T = TypeVar("T")
 
 def pipeline_template(cfg: Config, template: str | None, workdir: str) -> str:
     """The compiled pipeline: ``template`` if given, else the Vertex pipeline compiled from
-    ``cfg`` into ``workdir``."""
+    ``cfg`` into ``workdir``, with the effective images (the config's, else
+    ``TORCHKFP_*_IMAGE`` now: :func:`torchkfp.images.with_images`) on its tasks and in its
+    ``vertex_config``."""
     if template:
         return template
+    from torchkfp.images import with_images
     from torchkfp.pipelines.compiler import compile_pipeline
 
-    return compile_pipeline("vertex", cfg, Path(workdir) / "flights_delay_vertex.yaml")
+    path = Path(workdir) / "flights_delay_vertex.yaml"
+    return compile_pipeline("vertex", with_images(cfg), path)
 
 
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -34,10 +34,23 @@ def submit(
     timeout: float = typer.Option(
         None, "--timeout", help="--wait: give up (exit 1) after this many seconds."
     ),
+    estimate: bool = typer.Option(
+        None,
+        "--estimate/--no-estimate",
+        help="Dry-run the ingest query in BigQuery first: print its estimated bytes and refuse "
+        "a query over warehouse.maximum_bytes_billed (default: on with --dry-run).",
+        show_default=False,
+    ),
 ) -> None:
     """Compile the Vertex AI pipeline and submit one run to Vertex AI Pipelines.
 
     Every config section is passed as the run's <section>_config parameter.
+
+    Images: vertex.training_image / vertex.serving_image (else TORCHKFP_*_IMAGE, read now).
+
+    --dry-run: checks offline, then a BigQuery dry run of the ingest query (bytes on stderr).
+
+    Over warehouse.maximum_bytes_billed: exit 2. Stdout: the request, as JSON.
 
     Examples:\n
       torchkfp submit --config configs/vertex.yaml --dry-run\n
@@ -63,7 +76,13 @@ def submit(
             poll_interval=poll_interval,
             timeout=timeout,
             on_state=show,
+            estimate=estimate,
         )
+    if result.query_estimate is not None:
+        from torchkfp.vertex.estimate import QueryEstimate
+
+        fields = {k: v for k, v in result.query_estimate.items() if k != "over_budget"}
+        typer.echo(QueryEstimate(**fields).summary(), err=True)
     if dry_run:
         echo_json(result.request)
         return

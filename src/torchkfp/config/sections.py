@@ -31,6 +31,10 @@ from torchkfp.config.base import (
 )
 
 
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_\-]{0,63}$")
+
+
 class WarehouseConfig(_Section):
     section_name: ClassVar[str] = "warehouse"
 
@@ -105,6 +109,14 @@ class WarehouseConfig(_Section):
             _check(
                 bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)),
                 f"warehouse.tables: {name!r} is not a table name (letters, digits, _)",
+            )
+        _check(len(self.labels) <= 64, f"warehouse.labels: {len(self.labels)}; BigQuery allows 64")
+        for k, v in self.labels.items():
+            _check(
+                bool(_LABEL_KEY.match(k)) and bool(_LABEL_VALUE.match(v)),
+                f"warehouse.labels: {k}={v!r} is not a valid BigQuery label (keys: a lowercase "
+                "letter, then up to 62 lowercase letters, digits, _ or -; values: up to 63 of "
+                "those)",
             )
         return self
 
@@ -219,6 +231,17 @@ class TrainConfig(_Section):
     """Dropout after each hidden layer."""
     max_embedding_dim: Int = 16
     """Upper bound of a categorical embedding's width (min(max, round(1.6 * n ** 0.56)))."""
+    numeric_embedding: Literal["periodic", "none"] = "periodic"
+    """Built-in MLP: how numeric inputs enter it. ``periodic``: each number gets learned
+    periodic embeddings (sin/cos of learned frequencies, then a linear layer and ReLU;
+    Gorishniy et al. 2022); ``none``: the standardized numbers as they are."""
+    numeric_embedding_dim: Int = Field(8, ge=1)
+    """periodic: width of each numeric input's embedding."""
+    periodic_frequencies: Int = Field(8, ge=1)
+    """periodic: learned frequencies per numeric input."""
+    periodic_sigma: Float = Field(0.1, gt=0)
+    """periodic: standard deviation of the frequencies at initialization (inputs are
+    standardized, so 0.1 starts with smooth, slowly varying features)."""
     patience: Int = Field(2, ge=1)
     """Early stopping: epochs without validation-loss improvement before stopping."""
     seed: Int = 0
@@ -278,6 +301,15 @@ class EvaluateConfig(_Section):
     1.0}``, otherwise none)."""
     champion_margin: Float = Field(0.0, ge=0)
     """Gate: with a champion, the candidate must beat it on ``metric`` by more than this."""
+    slice_columns: list[str] = Field(default_factory=list)
+    """Columns of the dataset to slice the test rows by (e.g. ``[carrier, origin]``): the
+    report shows ``metric`` per value, and with a champion the gate blocks a candidate that
+    regresses on any slice (see ``slice_tolerance``)."""
+    slice_min_examples: Int = Field(200, ge=1)
+    """Slices with fewer test rows than this are shown but never block a promotion."""
+    slice_tolerance: Float = Field(0.01, ge=0)
+    """Gate: on every slice with enough rows the candidate's ``metric`` may be worse than the
+    champion's on the same rows by at most this much."""
 
 
 class DeployConfig(_Section):
@@ -377,8 +409,7 @@ class VertexConfig(_Section):
         )
         for k, v in self.labels.items():
             _check(
-                bool(re.match(r"^[a-z][a-z0-9_\-]{0,62}$", k))
-                and bool(re.match(r"^[a-z0-9_\-]{0,63}$", v)),
+                bool(_LABEL_KEY.match(k)) and bool(_LABEL_VALUE.match(v)),
                 f"vertex.labels: {k}={v!r} is not a valid label (lowercase, digits, _ and -)",
             )
         return self

@@ -23,12 +23,33 @@ _KMS_KEY = re.compile(
     r"^projects/[^/\s]+/locations/(?P<loc>[^/\s]+)/keyRings/[^/\s]+/cryptoKeys/[^/\s]+$"
 )
 _LABEL_KEY = re.compile(r"^[\w\-]{1,63}$")
+_TENSORBOARD = re.compile(r"^projects/[^/\s]+/locations/(?P<loc>[^/\s]+)/tensorboards/[^/\s]+$")
 
 
 def _bucket_of(uri: str) -> str | None:
     if not uri.startswith("gs://"):
         return None
     return uri[len("gs://") :].split("/", 1)[0] or None
+
+
+def _check_output_folders(cfg: Config) -> None:
+    """vertex.base_output_directory and vertex.models_root: gs://BUCKET[/folder] with a valid
+    bucket name."""
+    v = cfg.vertex
+    for name in ("base_output_directory", "models_root"):
+        uri = getattr(v, name)
+        if uri is None:
+            continue
+        bucket = _bucket_of(uri)
+        example = "training" if name == "base_output_directory" else "models"
+        if bucket is None or not _BUCKET.match(bucket) or ".." in bucket:
+            raise ConfigError(
+                f"vertex.{name}={uri!r} must be gs://BUCKET/optional/folder with a valid "
+                "bucket name (lowercase letters, digits, '-', '_' and '.'), e.g. "
+                f"gs://my-bucket/torchkfp/{example}"
+            )
+        if "//" in uri[len("gs://") :]:
+            raise ConfigError(f"vertex.{name}={uri!r} has an empty folder name ('//')")
 
 
 def validate_for_vertex(cfg: Config) -> None:
@@ -92,6 +113,29 @@ def validate_for_vertex(cfg: Config) -> None:
                 f"vertex.encryption_key is in location {m.group('loc')!r} but vertex.region is "
                 f"{v.region!r}: Vertex AI needs a key in the region of the run"
             )
+    _check_output_folders(cfg)
+    if v.tensorboard is not None:
+        if not v.service_account:
+            raise ConfigError(
+                f"vertex.tensorboard={v.tensorboard!r} needs vertex.service_account: Vertex AI "
+                "streams a training job's scalars to TensorBoard only when the job runs as a "
+                "service account (one with roles/aiplatform.user and storage access to the "
+                "base output directory)"
+            )
+        m = _TENSORBOARD.match(v.tensorboard)
+        if not m:
+            raise ConfigError(
+                f"vertex.tensorboard={v.tensorboard!r} must be projects/PROJECT/locations/"
+                "REGION/tensorboards/ID"
+            )
+        if m.group("loc") != v.region:
+            raise ConfigError(
+                f"vertex.tensorboard is in location {m.group('loc')!r} but vertex.region is "
+                f"{v.region!r}: use a TensorBoard instance in the region of the run"
+            )
+    from torchkfp.images import check_images
+
+    check_images(cfg)  # the effective images: the config's, else TORCHKFP_*_IMAGE
     if cfg.warehouse.backend != "bigquery":
         raise ConfigError(
             f"warehouse.backend={cfg.warehouse.backend!r} cannot run on Vertex AI (the local "

@@ -23,6 +23,7 @@ from typing import Any
 
 from torchkfp import stage_settings
 from torchkfp.config import Config, ConfigError, validate_for_vertex
+from torchkfp.images import image_problem, template_images, with_images
 from torchkfp.vertex import API_HOST, CONSOLE, api_error_message, init
 
 _JOB_ID = re.compile(r"^[a-z][-a-z0-9]{0,127}$")
@@ -54,6 +55,8 @@ class SubmitResult:
     """Last state seen (PIPELINE_STATE_...), after waiting if ``wait=True``."""
     dashboard_url: str | None = None
     seconds: float = 0.0
+    query_estimate: dict[str, Any] | None = None
+    """The BigQuery dry run of the ingest query (:mod:`torchkfp.vertex.estimate`), if made."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +111,18 @@ def template_parameters(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return dict(((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {})
 
 
+def check_template_images(spec: dict[str, Any], path: str) -> None:
+    """ConfigError if a container image in the compiled pipeline is a placeholder or not an
+    image reference (a template compiled without ``vertex.training_image``)."""
+    for image in template_images(spec):
+        problem = image_problem(image, "training", field=f"the image {image!r} in {path!r}")
+        if problem:
+            raise ConfigError(
+                f"{problem}; compile the pipeline again with vertex.training_image set "
+                "(`torchkfp compile --vertex-config ...`, or let `torchkfp submit` compile it)"
+            )
+
+
 def _check_parameters(spec: dict[str, Any], values: dict[str, Any], path: str) -> None:
     params = template_parameters(spec)
     unknown = sorted(set(values) - set(params))
@@ -135,9 +150,12 @@ def build_job(
     job_id: str | None = None,
 ) -> dict[str, Any]:
     """Validate ``cfg`` and the template offline and return the keyword arguments for
-    ``aiplatform.PipelineJob`` (the config goes in as :func:`pipeline_parameters`)."""
+    ``aiplatform.PipelineJob`` (the config goes in as :func:`pipeline_parameters`, with the
+    effective images written into its vertex section: :func:`torchkfp.images.with_images`)."""
+    cfg = with_images(cfg)
     validate_for_vertex(cfg)
     spec = load_template(template_path)
+    check_template_images(spec, str(template_path))
     values = pipeline_parameters(cfg) if parameter_values is None else dict(parameter_values)
     _check_parameters(spec, values, str(template_path))
     name = display_name or spec["pipelineInfo"]["name"]
@@ -206,6 +224,26 @@ def _job_request(job, cfg: Config) -> dict[str, Any]:
     }
 
 
+def estimate_ingest_query(cfg: Config, warehouse: Any = None):
+    """The BigQuery dry run of the run's ingest query (:mod:`torchkfp.vertex.estimate`),
+    checked against ``warehouse.maximum_bytes_billed`` (QueryOverBudget, a ConfigError, when
+    over); a failed BigQuery request is a SubmitError saying what was attempted."""
+    from torchkfp.vertex.estimate import check_budget, estimate_query
+
+    try:
+        est = estimate_query(cfg, warehouse)
+    except ConfigError:
+        raise
+    except Exception as e:
+        wc = cfg.warehouse
+        what = f"the BigQuery dry run of the ingest query in project {wc.project} ({wc.location})"
+        msg = api_error_message(what, e)
+        if type(e).__name__ in ("Forbidden", "Unauthorized", "DefaultCredentialsError"):
+            msg = msg.replace("Vertex AI", "BigQuery")
+        raise SubmitError(msg + " (pass --no-estimate to submit without the estimate)") from None
+    return check_budget(est)
+
+
 # ---- submit and follow --------------------------------------------------------------------
 def submit(
     cfg: Config,
@@ -219,12 +257,17 @@ def submit(
     poll_interval: float = 15.0,
     timeout: float | None = None,
     on_state: Callable[[str], None] | None = None,
+    estimate: bool | None = None,
+    warehouse: Any = None,
 ) -> SubmitResult:
     """Submit the compiled pipeline at ``template_path`` as a Vertex AI PipelineJob.
 
-    ``dry_run``: validate, build the request and return it; nothing is sent. ``wait``: follow
-    the run until it ends (``on_state`` hears every state change); raise PipelineRunFailed if it
-    ends FAILED or CANCELLED and SubmitError if ``timeout`` seconds pass first.
+    ``dry_run``: validate, build the request and return it; nothing is sent to Vertex AI.
+    ``estimate`` (default: on dry runs): first dry-run the ingest query in BigQuery
+    (:func:`estimate_ingest_query`; ``warehouse``: the warehouse to ask, default the config's)
+    and refuse a query over ``warehouse.maximum_bytes_billed``. ``wait``: follow the run until
+    it ends (``on_state`` hears every state change); raise PipelineRunFailed if it ends FAILED
+    or CANCELLED and SubmitError if ``timeout`` seconds pass first.
     """
     t0 = time.perf_counter()
     job_args = build_job(
@@ -234,10 +277,15 @@ def submit(
         parameter_values=parameter_values,
         job_id=job_id,
     )
+    query_estimate = None
+    if dry_run if estimate is None else estimate:
+        query_estimate = estimate_ingest_query(cfg, warehouse).to_dict()
     job = pipeline_job(cfg, job_args, dry_run)
     request = _job_request(job, cfg)
     if dry_run:
-        return SubmitResult(request, True, seconds=time.perf_counter() - t0)
+        return SubmitResult(
+            request, True, seconds=time.perf_counter() - t0, query_estimate=query_estimate
+        )
 
     v = cfg.vertex
     try:
@@ -247,7 +295,9 @@ def submit(
     name = job.resource_name
     url = f"{CONSOLE.format(region=v.region)}/runs/{name.rsplit('/', 1)[1]}?project={v.project}"
     state = job.gca_resource.state.name
-    result = SubmitResult(request, False, name, state, url, time.perf_counter() - t0)
+    result = SubmitResult(
+        request, False, name, state, url, time.perf_counter() - t0, query_estimate
+    )
     if on_state:
         on_state(state)
     if wait:
