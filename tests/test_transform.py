@@ -1,13 +1,15 @@
 """torchkfp.transform: the preprocessing transform, fitted on the training split only."""
 
+import decimal
 import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from torchkfp.labels import Target
-from torchkfp.transform import FittedTransform, fit
+from torchkfp.transform import VERSION, FittedTransform, category_key, fit
 
 
 def test_transform_fits_on_train_only_and_handles_missing_and_unknown():
@@ -69,3 +71,138 @@ def test_small_and_large_batches_encode_alike():
     np.testing.assert_array_equal(large["x_cat"], np.concatenate([s["x_cat"] for s in small]))
     np.testing.assert_array_equal(large["x_num"], np.concatenate([s["x_num"] for s in small]))
     assert large["x_cat"][:7, 0].tolist() == [1, 1, 2, 0, 0, 0, 3]
+
+
+# ---- category keys: one rule for fitting and applying --------------------------------------
+def _fit_cats(df: pd.DataFrame, *cats: str) -> FittedTransform:
+    df = df.assign(y=0)
+    return fit(
+        df,
+        target=Target("binary", "y", classes=[0, 1]),
+        numeric_features=[],
+        categorical_features=list(cats),
+        min_category_count=1,
+    )
+
+
+def _codes(tf: FittedTransform, name: str, values: list) -> list[int]:
+    """Codes of ``values`` for feature ``name`` (the only feature of ``tf``), through the
+    per-value path (an object column) and the typed-column path where the values allow one."""
+    col = np.empty(len(values), dtype=object)
+    col[:] = values
+    return tf.transform(pd.DataFrame({name: col}))["x_cat"][:, 0].tolist()
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        (1, "1"),
+        (np.int64(-3), "-3"),
+        (1.0, "1"),
+        (-0.0, "0"),
+        (np.float32(2.0), "2"),
+        (1e20, "100000000000000000000"),
+        (1.5, "1.5"),
+        (np.float32(0.1), "0.1"),
+        (1e-5, "1e-05"),
+        (float("inf"), "inf"),
+        (True, "True"),
+        (np.bool_(False), "False"),
+        ("1", "1"),
+        ("1.0", "1.0"),
+        (" 1", " 1"),
+        (decimal.Decimal("2.00"), "2"),
+        (decimal.Decimal("1.50"), "1.5"),
+        (pd.Timestamp("2013-01-01"), "2013-01-01"),
+        (None, None),
+        (float("nan"), None),
+        (pd.NA, None),
+        (pd.NaT, None),
+    ],
+)
+def test_category_key(value, key):
+    assert category_key(value) == key
+
+
+def test_integral_numbers_match_whatever_their_type():
+    """A column of integers with nulls reaches pandas as float64 (1.0, 2.0, NaN): its
+    vocabulary holds "1", "2", and 1, 1.0, "1", NumPy ints and floats all match, on the
+    per-value (serving) path and the typed-column (batch) path alike."""
+    table = pa.table({"month": pa.array([1, 1, 2, 2, 2, None, 12], pa.int64())})
+    train = table.to_pandas()
+    assert train["month"].dtype == np.float64  # the nulls made it float
+    tf = _fit_cats(train, "month")
+    assert tf.vocab["month"] == ["2", "1", "12"]
+    assert tf.to_dict()["version"] == VERSION == 3  # vocabularies of keys
+    same = [1, 1.0, "1", np.int64(1), np.float32(1.0), decimal.Decimal("1.0")]
+    assert _codes(tf, "month", same) == [2] * len(same)
+    assert _codes(tf, "month", ["1.0", "01", 1.5, True, None, 13]) == [0] * 6
+    for typed in (
+        pd.Series([1, 12, 2], dtype="int64"),
+        pd.Series([1.0, 12.0, 2.0], dtype="float32"),
+        pd.Series([1, 12, None], dtype="Int64"),
+        pd.Series(["1", "12", None], dtype="string"),
+    ):
+        got = tf.transform(pd.DataFrame({"month": typed}))["x_cat"][:, 0].tolist()
+        assert got[:2] == [2, 3] and got[2] in (1, 0), typed.dtype
+    # fitted on integers without nulls: the same vocabulary
+    assert _fit_cats(pd.DataFrame({"month": [1, 1, 2, 2, 2, 12]}), "month").vocab == tf.vocab
+
+
+def test_non_integral_floats_and_booleans():
+    train = pd.DataFrame(
+        {"rate": [1.5, 1.5, 0.1, 2.0, np.nan], "flag": [True, True, False, True, False]}
+    )
+    tf = _fit_cats(train, "rate", "flag")
+    assert tf.vocab == {"rate": ["1.5", "0.1", "2"], "flag": ["True", "False"]}
+    rate = FittedTransform(target=tf.target, vocab={"rate": tf.vocab["rate"]})
+    assert _codes(rate, "rate", [1.5, "1.5", np.float32(1.5), 0.1, np.float32(0.1), 2, "2"]) == [
+        1,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+    ]
+    assert _codes(rate, "rate", [1.50000001, "1.50", "0.10", 2.5]) == [0, 0, 0, 0]
+    flag = FittedTransform(target=tf.target, vocab={"flag": tf.vocab["flag"]})
+    # booleans are categories of their own: 1 and 0 are not True and False
+    assert _codes(flag, "flag", [True, np.bool_(True), "True", False, "False"]) == [1, 1, 1, 2, 2]
+    assert _codes(flag, "flag", [1, 0, "true", 1.0, None]) == [0, 0, 0, 0, 0]
+    large = tf.transform(pd.DataFrame({"rate": np.full(300, 2.0), "flag": np.full(300, False)}))
+    assert set(large["x_cat"][:, 0]) == {3} and set(large["x_cat"][:, 1]) == {2}
+
+
+def test_version_2_vocabulary_still_matches(tmp_path):
+    """A version 2 file keyed a float column as pandas wrote it ("1.0"): it still loads, and
+    1, 1.0, "1" and "1.0" all match that entry; entries that are not floats get no alias."""
+    v2 = {
+        "version": 2,
+        "label": "y",
+        "target": Target("binary", "y", classes=[0, 1]).to_dict(),
+        "numeric": {},
+        "vocab": {"month": ["1.0", "2.0", "1e+20"], "code": ["01", "7"]},
+    }
+    path = tmp_path / "transform.json"
+    path.write_text(json.dumps(v2))
+    tf = FittedTransform.load(path)
+    assert tf.version == 2
+    got = tf.transform(
+        pd.DataFrame(
+            {
+                "month": pd.Series([1, 1.0, "1", "1.0", 2, 1e20, 3], dtype=object),
+                "code": pd.Series([1, "01", 7, "7", 7.0, None, "1"], dtype=object),
+            }
+        )
+    )["x_cat"]
+    assert got[:, 0].tolist() == [1, 1, 1, 1, 2, 3, 0]
+    assert got[:, 1].tolist() == [0, 1, 2, 2, 2, 0, 0]  # "01" is not the number 1
+    tf.save(tmp_path / "again.json")  # its entries are not keys: it stays a version 2 file
+    assert json.loads((tmp_path / "again.json").read_text())["version"] == 2
+    assert FittedTransform.load(tmp_path / "again.json") == tf
+
+
+def test_newer_transform_version_is_refused_clearly():
+    with pytest.raises(ValueError, match=r"transform version 4 is not supported.*upgrade torchkfp"):
+        FittedTransform.from_dict({"version": 4, "label": "y", "numeric": {}, "vocab": {}})

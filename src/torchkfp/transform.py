@@ -4,14 +4,21 @@ applied unchanged by the trainer, the evaluator, batch prediction and the HTTP p
 - numeric features: standardized with the training mean/std; a missing value becomes 0 (the
   mean) and, for features that had missing values in training, a 0/1 "is missing" column.
 - categorical features: a vocabulary of training values (most frequent first, min count, max
-  size); index 0 is the bucket for unknown, rare and missing values.
+  size); index 0 is the bucket for unknown, rare and missing values. Values are matched by
+  their key (:func:`category_key`, the one rule for fitting and applying, whatever the column's
+  type or the caller): a number's key is its decimal form with integral values written as
+  integers, so ``1``, ``1.0``, ``np.int64(1)`` and the string ``"1"`` are the same category.
 - the label: a :class:`~torchkfp.labels.Target` (classes, or the regression scale).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,9 +27,16 @@ import pandas as pd
 
 from torchkfp.labels import Target
 
-VERSION = 2
-"""2 added the target (task kind, classes / scale); version 1 files are binary 0/1."""
-_SMALL_BATCH = 256
+VERSION = 3
+"""3: vocabulary entries are category keys (:func:`category_key`); 2 added the target (task
+kind, classes / scale); version 1 files are binary 0/1. Versions 1 and 2 still load: their
+entries were pandas' string form of the training column (a float column gave ``"1.0"``), and a
+number written as a float in one of them also matches its key (``"1.0"`` matches ``1``)."""
+SUPPORTED_VERSIONS = (1, 2, VERSION)
+_ONE_KIND = frozenset({"string", "empty", "integer", "floating", "boolean", "decimal"})
+"""``pd.api.types.infer_dtype`` kinds of object columns whose values ``pd.factorize`` keeps
+apart exactly as :func:`category_key` does (no ``1`` beside ``1.0`` or ``True``)."""
+_LEGACY_FLOAT = re.compile(r"[+-]?[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]+)?")
 
 
 def _as_float(col: pd.Series) -> np.ndarray:
@@ -32,10 +46,94 @@ def _as_float(col: pd.Series) -> np.ndarray:
         return pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _cat_key(x: object) -> str | None:
-    if x is None or (isinstance(x, float) and x != x) or x is pd.NA:
+def category_key(x: object) -> str | None:
+    """The vocabulary key of one categorical value; None: missing. The one rule that both
+    :func:`fit` and :meth:`FittedTransform.transform` use (training data, batch prediction,
+    HTTP requests alike):
+
+    - missing (None, NaN, ``pd.NA``, ``NaT``) -> None;
+    - booleans -> ``"True"`` / ``"False"`` (a boolean is not the number 1 or 0);
+    - integers (Python, NumPy, nullable) -> decimal digits: ``1`` -> ``"1"``;
+    - floats and decimals: integral values as integers (``1.0`` -> ``"1"``, ``-0.0`` -> ``"0"``),
+      others by their shortest round-trip form (``1.5`` -> ``"1.5"``; a float32 ``0.1`` ->
+      ``"0.1"``); infinities -> ``"inf"`` / ``"-inf"``;
+    - dates and timestamps: the date (``"2013-01-01"``) at midnight, else ``str``;
+    - strings as they are (``"1"`` is the key of ``1``; ``"1.0"`` and ``" 1"`` are other
+      categories); anything else -> ``str(x)``.
+    """
+    if x is None or x is pd.NA or x is pd.NaT:
         return None
+    if isinstance(x, str):
+        return x
+    if isinstance(x, (bool, np.bool_)):
+        return "True" if x else "False"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        if x != x:
+            return None
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        if float(x).is_integer():
+            return str(int(x))
+        return str(x) if isinstance(x, np.floating) else repr(float(x))
+    if isinstance(x, decimal.Decimal):
+        if x.is_nan():
+            return None
+        if x.is_finite() and x == x.to_integral_value():
+            return str(int(x))
+        return category_key(float(x))
+    if isinstance(x, dt.datetime):
+        if x.tzinfo is None and x.time() == dt.time(0):
+            return x.date().isoformat()
+        return str(x)
+    if isinstance(x, dt.date):
+        return x.isoformat()
     return str(x)
+
+
+def _legacy_alias(entry: str) -> str | None:
+    """The key a version 1/2 vocabulary entry stands for when it differs from the entry: a
+    number pandas wrote as a float (``"1.0"``, ``"1e+20"``); None otherwise."""
+    if not any(c in entry for c in ".eE") or not _LEGACY_FLOAT.fullmatch(entry):
+        return None
+    try:
+        key = category_key(float(entry))
+    except ValueError:
+        return None
+    return key if key != entry else None
+
+
+def _keys_and_codes(col: pd.Series) -> tuple[list[str | None], np.ndarray]:
+    """The distinct keys of ``col`` and, per row, the position of its key in them (-1:
+    missing). Columns of one kind of value are keyed once per distinct value; object columns
+    mixing kinds (``1``, ``1.0`` and ``True`` hash alike there) value by value."""
+    n = len(col)
+    if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) not in _ONE_KIND:
+        keys: list[str | None] = []
+        where: dict[str, int] = {}
+        codes = np.empty(n, dtype=np.int64)
+        for i, x in enumerate(col.to_numpy(dtype=object)):
+            k = category_key(x)
+            if k is None:
+                codes[i] = -1
+                continue
+            j = where.get(k)
+            if j is None:
+                j = where[k] = len(keys)
+                keys.append(k)
+            codes[i] = j
+        return keys, codes
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    return [category_key(u) for u in uniques], np.asarray(codes, dtype=np.int64)
+
+
+def category_keys(col: pd.Series) -> pd.Series:
+    """:func:`category_key` of every value of ``col`` (missing: ``pd.NA``), as a string Series
+    with ``col``'s index."""
+    keys, codes = _keys_and_codes(col)
+    table = np.array([*keys, None], dtype=object)  # code -1 -> the trailing None
+    return pd.Series(table[codes], index=col.index, dtype="string")
 
 
 @dataclass
@@ -104,8 +202,13 @@ class FittedTransform:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FittedTransform:
-        if d.get("version") not in (1, VERSION):
-            raise ValueError(f"transform version {d.get('version')} is not supported ({VERSION})")
+        version = d.get("version")
+        if version not in SUPPORTED_VERSIONS:
+            raise ValueError(
+                f"transform version {version!r} is not supported (this torchkfp reads versions "
+                f"{', '.join(map(str, SUPPORTED_VERSIONS))}): it was written by a newer torchkfp; "
+                "upgrade torchkfp, or rerun preprocessing and training with this one"
+            )
         target = (
             Target.from_dict(d["target"])
             if "target" in d
@@ -115,6 +218,7 @@ class FittedTransform:
             target=target,
             numeric={k: NumericStats(**v) for k, v in d["numeric"].items()},
             vocab={k: list(v) for k, v in d["vocab"].items()},
+            version=version,
         )
 
     @classmethod
@@ -145,30 +249,26 @@ class FittedTransform:
         cats: list[np.ndarray] = []
         for name in self.vocab:
             # position in the vocabulary + 1; unknown and missing values get 0
-            if n <= _SMALL_BATCH:  # serving: a dict lookup beats pandas' per-call overhead
-                lookup = self._lookup(name)
-                codes = np.fromiter(
-                    (lookup.get(_cat_key(x), 0) for x in df[name].to_numpy(dtype=object)),
-                    dtype=np.int64,
-                    count=n,
-                )
-            else:
-                values = df[name].astype("string")
-                codes = self._index(name).get_indexer(values).astype(np.int64) + 1
-            cats.append(codes)
+            lookup = self._lookup(name)
+            keys, codes = _keys_and_codes(df[name])
+            index = np.array([*(lookup.get(k, 0) for k in keys), 0], dtype=np.int64)
+            cats.append(index[codes])
         x_cat = np.stack(cats, axis=1) if cats else np.zeros((n, 0), np.int64)
         return {"x_num": np.ascontiguousarray(x_num), "x_cat": np.ascontiguousarray(x_cat)}
 
     def _lookup(self, name: str) -> dict[str, int]:
+        """key -> position + 1 in the vocabulary of ``name`` (version 1/2 files: also the key
+        of each entry written as a float, unless that key is an entry itself)."""
         cache = self.__dict__.setdefault("_lookups", {})
         if name not in cache:
-            cache[name] = {v: i + 1 for i, v in enumerate(self.vocab[name])}
-        return cache[name]
-
-    def _index(self, name: str) -> pd.Index:
-        cache = self.__dict__.setdefault("_indexes", {})
-        if name not in cache:
-            cache[name] = pd.Index(self.vocab[name], dtype="string")
+            vocab = self.vocab[name]
+            lookup = {v: i + 1 for i, v in enumerate(vocab)}
+            if self.version < 3:
+                for i, v in enumerate(vocab):
+                    alias = _legacy_alias(v)
+                    if alias is not None:
+                        lookup.setdefault(alias, i + 1)
+            cache[name] = lookup
         return cache[name]
 
     def labels(self, df: pd.DataFrame, where: str = "") -> np.ndarray:
@@ -196,7 +296,7 @@ def fit(
         )
     vocab: dict[str, list[str]] = {}
     for name in categorical_features:
-        counts = train[name].astype("string").value_counts(dropna=True)
+        counts = category_keys(train[name]).value_counts(dropna=True)
         counts = counts[counts >= min_category_count]
         # most frequent first; ties broken by value so the vocabulary is deterministic
         ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_vocab_size]

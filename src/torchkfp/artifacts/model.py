@@ -58,7 +58,16 @@ CHECKED_FILES = (WEIGHTS_FILE, SPEC_FILE, TRANSFORM_FILE, FEATURE_SPEC_FILE)
 
 _FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 _SPEC_REQUIRED = ("num_numeric", "cardinalities", "hidden_sizes", "dropout", "max_embedding_dim")
-_SPEC_OPTIONAL = ("task", "output_size", "factory", "factory_args")
+_SPEC_OPTIONAL = (
+    "task",
+    "output_size",
+    "factory",
+    "factory_args",
+    "numeric_embedding",
+    "numeric_embedding_dim",
+    "periodic_frequencies",
+    "periodic_sigma",
+)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -93,6 +102,12 @@ def spec_problems(spec: dict[str, Any]) -> list[str]:
         "output_size": lambda v: _int(v, 1),
         "factory": lambda v: v is None or (isinstance(v, str) and _FACTORY.fullmatch(v)),
         "factory_args": lambda v: isinstance(v, dict),
+        "numeric_embedding": lambda v: v in ("none", "periodic"),
+        "numeric_embedding_dim": lambda v: _int(v, 1),
+        "periodic_frequencies": lambda v: _int(v, 1),
+        "periodic_sigma": lambda v: (
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1e3
+        ),
     }
     for name, ok in checks.items():
         if name in spec and not ok(spec[name]):

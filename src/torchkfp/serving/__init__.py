@@ -6,7 +6,13 @@ contract. Modules: :mod:`~torchkfp.serving.location` (which model, from where),
 Environment (set by Vertex AI; the defaults make the same container run anywhere):
 
 - ``AIP_HTTP_PORT`` (default 8080): the port to listen on.
-- ``AIP_HEALTH_ROUTE`` (default ``/health``): GET, 200 once the model is loaded.
+- ``AIP_HEALTH_ROUTE`` (default ``/health``): GET, 200 ``{"status": "ok"}`` once the model is
+  loaded. The server binds its port first and loads the model in the background: meanwhile
+  health answers 503 ``{"status": "loading", "seconds": s}`` and the predict and metadata
+  routes 503 with ``Retry-After: 5``; a model that fails to load answers 503 ``{"status":
+  "failed", "error": "..."}`` (paths hidden), is logged as one ERROR line, and the server
+  exits with status 2 after ``TORCHKFP_LOAD_FAILURE_EXIT_S`` seconds (default 10), so that
+  Vertex AI restarts the container or fails the deployment instead of waiting on it.
 - ``AIP_PREDICT_ROUTE`` (default ``/predict``): POST, the prediction route.
 - ``AIP_STORAGE_URI``: the model artifact folder. ``gs://bucket/path`` is read from the GCS FUSE
   mount ``/gcs/bucket/path`` when one is present, else downloaded once with google-cloud-storage
@@ -31,8 +37,12 @@ Request (the shape ``Endpoint.predict(instances=...)`` sends)::
   booleans. A value must lie within ``MAX_STANDARD_DEVIATIONS`` (10^6) training standard
   deviations of the training mean (``request.numeric_range`` in ``/metadata``): beyond it the
   value is a unit or typing error, and it would overflow the model's float32 input;
-- categorical features: a string, a number (matched as its string form: ``1`` is ``"1"``), a
-  boolean, or ``null``; values not seen in training fall into the model's "unknown" bucket.
+- categorical features: a string, a number, a boolean, or ``null``; values are matched to the
+  training vocabulary by one rule (:func:`torchkfp.transform.category_key`, as in training and
+  batch prediction): a number by its decimal form with integral values as integers (``1``,
+  ``1.0`` and ``"1"`` are one category; ``1.5`` is ``"1.5"``), a string as it is (``"1.0"`` is
+  not the number 1), ``true``/``false`` as ``"True"``/``"False"`` (not 1 and 0); values not
+  seen in training fall into the model's "unknown" bucket.
   A string must be Unicode text: a lone surrogate (the JSON escape ``"\\ud800"``) is refused;
 - ``parameters`` (optional, an object or null): ``threshold``, a JSON number in (0, 1) (0 and
   1 excluded; binary models), overrides the server's decision threshold.
@@ -50,8 +60,9 @@ Errors never crash the server and never show a traceback: a refused request gets
 shortened). 400: not JSON, wrong shape, bad instance; 404/405: an unknown route or method
 (``Allow`` lists the methods; every route answers OPTIONS, the GET routes HEAD); 408: the body
 did not arrive within ``body_timeout_s``; 413: body larger than ``max_body_bytes`` or more than
-``max_instances`` instances; 415: not uncompressed UTF-8 JSON. 408, 413 and 415 close the
-connection (the rest of the body is not read). A client that hangs up mid-body is logged as one
+``max_instances`` instances; 415: not uncompressed UTF-8 JSON; 503: the model is still loading
+(or failed to load). 408, 413, 415 and 503 close the connection (the rest of the body is not
+read). A client that hangs up mid-body is logged as one
 INFO line. The server never answers NaN or infinity: inputs are range-checked, and should the
 model still give a non-finite prediction the answer is 500 ``{"error": "the model gave no finite
 prediction for instance(s) [...]..."}`` (the request was valid, the model is at fault).

@@ -3,11 +3,16 @@ environment (``AIP_HTTP_PORT``, ``AIP_HEALTH_ROUTE``, ``AIP_PREDICT_ROUTE``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,12 @@ the connection (uvicorn ``limit_concurrency``)."""
 MAX_HEAD_BYTES = 64 * 1024
 """A request head (request line and headers) still incomplete past this many bytes gets a plain
 400 from uvicorn's h11 parser and the connection closed (httptools buffers any size: hence h11)."""
+LOAD_FAILURE_EXIT_ENV = "TORCHKFP_LOAD_FAILURE_EXIT_S"
+DEFAULT_LOAD_FAILURE_EXIT_S = 10.0
+"""Seconds ``serve`` keeps answering 503 (with the load error) after the model failed to load,
+before it exits with status 2 (``TORCHKFP_LOAD_FAILURE_EXIT_S``; 0: at once)."""
+RETRY_AFTER_S = 5
+"""``Retry-After`` of a 503 answered while the model is loading."""
 JSON_MEDIA_TYPES = ("application/json",)
 _METHOD_ORDER = {m: i for i, m in enumerate(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])}
 
@@ -127,6 +138,12 @@ _PATH_KEY = re.compile(r"(?:^|_)(?:source|path|paths|dir|dirs|uri|uris|url|locat
 _PATH_VALUE = re.compile(r"^(?:/|~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|\\\\)|://")
 
 
+_ERROR_PATH = re.compile(
+    r"""(?<=['"])(?:/|~/|[A-Za-z]:\\)[^'"]*(?=['"])|\b[a-z][a-z0-9+.-]*://[^\s'"]*[^\s'".,:;)]"""
+)
+"""Paths (quoted, as error messages write them) and URIs in an error message."""
+
+
 def _looks_like_path(value: Any) -> bool:
     return isinstance(value, str) and _PATH_VALUE.search(value) is not None
 
@@ -158,34 +175,31 @@ def _media_type_problem(headers: Any) -> BadRequest | None:
     return None
 
 
-def create_app(
+@dataclass
+class LoadedModel:
+    """What the routes need of a loaded model."""
+
+    predictor: Any
+    validator: InstanceValidator
+    info: dict[str, Any]
+    metadata_body: bytes
+
+
+def load_model(
     model_dir: str,
     *,
-    max_instances: int = DEFAULT_MAX_INSTANCES,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
-    threshold: float = 0.5,
-    inference_threads: int | None = None,
-    health_path: str | None = None,
-    predict_path: str | None = None,
-) -> FastAPI:
-    """The prediction app for the model artifact at ``model_dir`` (a folder or gs:// URI).
-
-    The model is loaded here, once; the routes default to ``AIP_HEALTH_ROUTE`` and
-    ``AIP_PREDICT_ROUTE`` (``/health``, ``/predict``).
-    """
-    import numpy as np
-    import pandas as pd
-
+    max_instances: int,
+    max_body_bytes: int,
+    body_timeout_s: float,
+    threshold: float,
+    health_path: str,
+    predict_path: str,
+) -> LoadedModel:
+    """Localize (download) and load the model artifact at ``model_dir``, and describe it for GET
+    /metadata. ServeError when it cannot be loaded."""
     from torchkfp.artifacts import ArtifactError
     from torchkfp.predictor import Predictor
 
-    if max_instances < 1 or max_body_bytes < 1:
-        raise ServeError("max_instances and max_body_bytes must be >= 1")
-    if not body_timeout_s > 0:
-        raise ServeError(f"body_timeout_s={body_timeout_s} must be > 0")
-    if not 0 < threshold < 1:
-        raise ServeError(f"threshold={threshold} must be in (0, 1)")
     local = localize_model(model_dir)
     try:
         predictor = Predictor(local)
@@ -197,10 +211,6 @@ def create_app(
         tf.categorical_features,
         {k: (s.mean, s.std) for k, s in tf.numeric.items()},
     )
-    health_path = health_path or health_route()
-    predict_path = predict_path or predict_route()
-    limiter = anyio.CapacityLimiter(inference_threads or max(1, os.cpu_count() or 1))
-
     version_file = Path(local) / "version.json"
     info = {
         "registry_version": _without_paths(
@@ -237,9 +247,138 @@ def create_app(
             "response": {"predictions": [response_shape(predictor)]},
         },
     }
+    return LoadedModel(predictor, validator, info, json_bytes(info))
+
+
+class ModelState:
+    """The served model's state: ``loading``, then ``ready`` (``loaded`` set) or ``failed``
+    (``error`` set). :meth:`load` runs once, inline or in a background thread."""
+
+    LOADING, READY, FAILED = "loading", "ready", "failed"
+
+    def __init__(self, model_dir: str, loader: Callable[[], LoadedModel]):
+        self.model_dir = model_dir
+        self._loader = loader
+        self.status = self.LOADING
+        self.loaded: LoadedModel | None = None
+        self.error: str | None = None
+        self.started = time.monotonic()
+        self.seconds: float | None = None
+        self.on_ready: Callable[[LoadedModel], None] | None = None
+        self.on_failure: Callable[[str], None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def load(self) -> None:
+        """Load the model; never raises: a failure is logged and kept in ``error``."""
+        log.info("loading the model from %s", self.model_dir)
+        try:
+            loaded = self._loader()
+        except ServeError as e:
+            self._failed(str(e))
+            return
+        except Exception as e:  # a bug, or a fault the loader does not name: still reported
+            log.exception("loading the model failed")
+            self._failed(f"cannot load the model at {self.model_dir}: {type(e).__name__}: {e}")
+            return
+        self.loaded = loaded
+        self.seconds = time.monotonic() - self.started
+        if self.on_ready is not None:
+            self.on_ready(loaded)
+        self.status = self.READY  # last: the routes answer once everything above is set
+        log.info("model loaded in %.1f s: ready", self.seconds)
+
+    def _failed(self, error: str) -> None:
+        self.error = error
+        self.seconds = time.monotonic() - self.started
+        self.status = self.FAILED
+        log.error("%s", error)
+        if self.on_failure is not None:
+            self.on_failure(error)
+
+    def start(self) -> None:
+        """Load in a background thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.load, name="load-model", daemon=True)
+            self._thread.start()
+
+    def public_error(self) -> str:
+        """``error`` without the model's location or other paths (the health route is
+        unauthenticated): they read ``<model>`` and ``<path>``; the log has them."""
+        text = self.error or ""
+        for where in sorted({self.model_dir, self.model_dir.rstrip("/")}, key=len, reverse=True):
+            if where:
+                text = text.replace(where, "<model>")
+        return _ERROR_PATH.sub("<path>", text)
+
+    def unavailable(self) -> BadRequest:
+        """The 503 a route answers while the model is not ready."""
+        if self.status == self.FAILED:
+            return BadRequest(
+                503,
+                f"the model failed to load, so this server cannot answer: {self.public_error()}",
+                close=True,
+            )
+        waited = time.monotonic() - self.started
+        return BadRequest(
+            503,
+            f"the model is still loading ({waited:.0f} s so far): retry in a few seconds; "
+            "the health route answers 200 once it is ready",
+            close=True,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+
+def create_app(
+    model_dir: str,
+    *,
+    max_instances: int = DEFAULT_MAX_INSTANCES,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    threshold: float = 0.5,
+    inference_threads: int | None = None,
+    health_path: str | None = None,
+    predict_path: str | None = None,
+    background: bool = False,
+) -> FastAPI:
+    """The prediction app for the model artifact at ``model_dir`` (a folder or gs:// URI).
+
+    ``background=False``: the model is loaded here, once (ServeError if it cannot be);
+    ``background=True`` (``serve``): the app's startup loads it in a thread, and until then
+    the health route, ``/metadata`` and the predict route answer 503 (``app.state.model``: the
+    :class:`ModelState`). The routes default to ``AIP_HEALTH_ROUTE`` and ``AIP_PREDICT_ROUTE``
+    (``/health``, ``/predict``).
+    """
+    import numpy as np
+    import pandas as pd
+
+    if max_instances < 1 or max_body_bytes < 1:
+        raise ServeError("max_instances and max_body_bytes must be >= 1")
+    if not body_timeout_s > 0:
+        raise ServeError(f"body_timeout_s={body_timeout_s} must be > 0")
+    if not 0 < threshold < 1:
+        raise ServeError(f"threshold={threshold} must be in (0, 1)")
+    health_path = health_path or health_route()
+    predict_path = predict_path or predict_route()
+    limiter = anyio.CapacityLimiter(inference_threads or max(1, os.cpu_count() or 1))
+
+    def loader() -> LoadedModel:
+        return load_model(
+            model_dir,
+            max_instances=max_instances,
+            max_body_bytes=max_body_bytes,
+            body_timeout_s=body_timeout_s,
+            threshold=threshold,
+            health_path=health_path,
+            predict_path=predict_path,
+        )
+
+    state = ModelState(model_dir, loader)
     routes = f"POST {predict_path}, GET {health_path}, GET {METADATA_ROUTE}"
 
     def infer(body: bytes) -> Response:
+        loaded = state.loaded
+        assert loaded is not None  # the route answers 503 until the model is ready
+        predictor, validator = loaded.predictor, loaded.validator
         instances, params = parse_body(body, max_instances)
         cols = validator.columns(instances)
         t = float(params.get("threshold", threshold))
@@ -312,15 +451,30 @@ def create_app(
     def allowed(methods: str) -> Response:
         return Response(status_code=204, headers={"Allow": methods})
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.start()  # loads in a thread: the socket is bound and health answers meanwhile
+        yield
+
     app = FastAPI(
         title="torchkfp prediction server",
         description="Vertex AI custom-container prediction server for a torchkfp model.",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        lifespan=lifespan if background else None,
     )
-    app.state.predictor = predictor
-    app.state.info = info
+    app.state.model = state
+
+    def ready(loaded: LoadedModel) -> None:
+        app.state.predictor = loaded.predictor
+        app.state.info = loaded.info
+
+    state.on_ready = ready
+    if not background:
+        state.load()
+        if state.status != ModelState.READY:
+            raise ServeError(state.error or f"cannot load the model at {model_dir}")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -341,22 +495,39 @@ def create_app(
 
     @app.api_route(health_path, methods=["GET", "HEAD", "OPTIONS"])
     async def health(request: Request) -> Response:
+        """200 ``{"status": "ok"}`` once the model is loaded; before, 503 ``{"status":
+        "loading", "seconds": s}``; after a failed load, 503 ``{"status": "failed", "error":
+        "..."}``."""
         if request.method == "OPTIONS":
             return allowed("GET, HEAD, OPTIONS")
-        return Response(json_bytes({"status": "ok"}), media_type="application/json")
-
-    metadata_body = json_bytes(info)
+        status = state.status
+        if status == ModelState.READY:
+            return Response(json_bytes({"status": "ok"}), media_type="application/json")
+        if status == ModelState.FAILED:
+            body: dict[str, Any] = {"status": "failed", "error": state.public_error()}
+            headers = {}
+        else:
+            body = {"status": "loading", "seconds": round(time.monotonic() - state.started, 1)}
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return Response(
+            json_bytes(body), status_code=503, media_type="application/json", headers=headers
+        )
 
     @app.api_route(METADATA_ROUTE, methods=["GET", "HEAD", "OPTIONS"])
     async def metadata(request: Request) -> Response:
         if request.method == "OPTIONS":
             return allowed("GET, HEAD, OPTIONS")
-        return Response(metadata_body, media_type="application/json")
+        loaded = state.loaded
+        if loaded is None or state.status != ModelState.READY:
+            return state.unavailable().response()
+        return Response(loaded.metadata_body, media_type="application/json")
 
     @app.api_route(predict_path, methods=["POST", "OPTIONS"])
     async def predict(request: Request) -> Response:
         if request.method == "OPTIONS":
             return allowed("POST, OPTIONS")
+        if state.status != ModelState.READY:
+            return state.unavailable().response()
         try:
             problem = _media_type_problem(request.headers)
             if problem is not None:
@@ -376,6 +547,19 @@ def create_app(
     return app
 
 
+def load_failure_exit_s() -> float:
+    raw = os.environ.get(LOAD_FAILURE_EXIT_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_LOAD_FAILURE_EXIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ServeError(f"{LOAD_FAILURE_EXIT_ENV}={raw!r} must be a number of seconds >= 0")
+    return value
+
+
 def serve(
     model_dir: str,
     host: str = "127.0.0.1",
@@ -386,7 +570,17 @@ def serve(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     **app_kwargs: Any,
 ) -> None:
-    """Load the model and serve it until SIGTERM/SIGINT (port None: AIP_HTTP_PORT or 8080).
+    """Serve the model until SIGTERM/SIGINT (port None: AIP_HTTP_PORT or 8080).
+
+    The socket is bound first and the model is loaded (downloaded, checked) in the
+    background: meanwhile the health route answers 503 ``{"status": "loading"}``, and the
+    predict and metadata routes 503 with ``Retry-After``; once loaded, health answers 200.
+    A model that fails to load is logged (one ERROR line), health and predict answer 503 with
+    the error for ``TORCHKFP_LOAD_FAILURE_EXIT_S`` seconds (default 10), then the server stops
+    and this raises ServeError (``torchkfp serve`` exits with status 2): a serving container
+    that cannot serve exits, so Vertex AI restarts it (a transient download fault heals) or
+    fails the deployment with the error in the log, rather than waiting on an unhealthy
+    replica until the deployment times out.
 
     ``keep_alive_timeout_s``: an idle keep-alive connection is closed after it;
     ``max_connections``: open connections (or requests in progress) at most, above it uvicorn
@@ -403,28 +597,47 @@ def serve(
         raise ServeError(f"keep_alive_timeout_s={keep_alive_timeout_s} must be > 0")
     if max_connections < 1:
         raise ServeError(f"max_connections={max_connections} must be >= 1")
+    exit_after = load_failure_exit_s()
     torch.set_num_threads(int(threads))
     port = http_port() if port is None else port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
-    app = create_app(model_dir, **app_kwargs)
-    info = app.state.info
+    app = create_app(model_dir, background=True, **app_kwargs)
+    state: ModelState = app.state.model
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            access_log=access_log,
+            log_level="info",
+            timeout_keep_alive=keep_alive_timeout_s,  # type: ignore[arg-type]
+            limit_concurrency=max_connections,
+            http="h11",  # bounded request heads; the parser is not the bottleneck (inference is)
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        )
+    )
+
+    def stop_later(error: str) -> None:
+        log.info(
+            "the server answers 503 with this error and stops in %g s (%s)",
+            exit_after,
+            LOAD_FAILURE_EXIT_ENV,
+        )
+        timer = threading.Timer(exit_after, lambda: setattr(server, "should_exit", True))
+        timer.daemon = True
+        timer.start()
+
+    state.on_failure = stop_later
     log.info(
-        "serving %s on http://%s:%d (predict: POST %s, health: GET %s, metadata: GET %s)",
+        "serving %s on http://%s:%d (predict: POST %s, health: GET %s, metadata: GET %s); "
+        "health answers 503 until the model is loaded",
         model_dir,
         host,
         port,
-        info["request"]["routes"]["predict"],
-        info["request"]["routes"]["health"],
+        app_kwargs.get("predict_path") or predict_route(),
+        app_kwargs.get("health_path") or health_route(),
         METADATA_ROUTE,
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        access_log=access_log,
-        log_level="info",
-        timeout_keep_alive=keep_alive_timeout_s,  # type: ignore[arg-type]
-        limit_concurrency=max_connections,
-        http="h11",  # bounded request heads; the parser is not the bottleneck (inference is)
-        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
-    )
+    server.run()
+    if state.status == ModelState.FAILED:
+        raise ServeError(state.error or f"cannot load the model at {model_dir}")

@@ -183,10 +183,14 @@ class InstanceValidator:
                     )
                     v = None
                 cols[name].append(v)
-            elif isinstance(v, bool):
-                cols[name].append(str(v))
-            elif isinstance(v, int) or (isinstance(v, float) and math.isfinite(v)):
-                cols[name].append(str(v))
+            elif (
+                isinstance(v, bool)
+                or isinstance(v, int)
+                or (isinstance(v, float) and math.isfinite(v))
+            ):
+                # keyed by the fitted transform (torchkfp.transform.category_key), as in
+                # training: 1, 1.0 and "1" are one category, true is "True"
+                cols[name].append(v)
             else:
                 problems.append(
                     f"instances[{i}].{name} must be a string, a number or null (categorical "

@@ -6,6 +6,11 @@ place in the cluster (``CLUSTER_SPEC`` on Vertex AI) are decided here, once, and
 workers with the ``train`` settings (the only section they receive). torchrun and its workers
 run in their own process group, stopped as a whole on timeout or interrupt.
 
+Where a run checkpoints and logs: :func:`default_checkpoint_dir` (``TORCHKFP_CHECKPOINT_ROOT``,
+else Vertex AI's ``AIP_CHECKPOINT_DIR``, each keyed by :func:`checkpoint_key`, else next to the
+model output) and :func:`default_tensorboard_dir` (Vertex AI's ``AIP_TENSORBOARD_LOG_DIR``,
+else next to the model output; see :mod:`torchkfp.training.tensorboard`).
+
 Before torchrun starts, the checkpoint folder is made sure of (created, writable, not in use by
 another training run: an exclusive lock held for as long as torchrun runs, and a checkpoint in
 it readable), so those faults cost no startup. After it, a worker's
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import math
@@ -54,12 +60,25 @@ class TrainResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     resumed_from_epoch: int | None = None
     """The epoch the run resumed after (its checkpoint's), None: trained from scratch."""
+    tensorboard_dir: str | None = None
+    """Where the run's TensorBoard event files are (gs:// on Vertex AI), None: not written."""
 
 
 CHECKPOINT_ROOT_ENV = "TORCHKFP_CHECKPOINT_ROOT"
 """A folder of checkpoint folders shared by runs (``torchkfp run --resume`` sets it): the
 train step then checkpoints in ``<it>/<checkpoint_key>``, so a rerun on the same data with the
 same settings resumes where an earlier one stopped."""
+
+VERTEX_CHECKPOINT_ENV = "AIP_CHECKPOINT_DIR"
+"""Set by Vertex AI in a training job with a base output directory
+(``<base_output_directory>/checkpoints/``, a gs:// URI): the train step checkpoints in
+``<it>/<checkpoint_key>`` through the GCS FUSE mount, so a restarted job resumes and a later
+run on other data or settings starts its own folder."""
+
+VERTEX_TENSORBOARD_ENV = "AIP_TENSORBOARD_LOG_DIR"
+"""Set by Vertex AI in a training job with a TensorBoard (``<base_output_directory>/logs/``,
+a gs:// URI, streamed to the TensorBoard): the trainer writes its event files in
+``<it>/<checkpoint_key>`` (one TensorBoard run per training run)."""
 
 KEY_EXCLUDES = ("timeout_s",)
 """Train settings left out of the checkpoint key: they do not change the weights (a run
@@ -91,18 +110,63 @@ def checkpoint_key(
 
 
 def default_checkpoint_dir(model_dir: str | os.PathLike, key: str | None = None) -> str:
-    """Where a pipeline's train step checkpoints: Vertex's AIP_CHECKPOINT_DIR (as a GCS FUSE
-    path) when set; else ``$TORCHKFP_CHECKPOINT_ROOT/<key>`` when that variable and ``key``
-    (:func:`checkpoint_key`) are set (``torchkfp run --resume``: shared by reruns); else next
-    to the model output: unique per run, kept across retries of the task, so a restarted job
-    resumes."""
-    aip = os.environ.get("AIP_CHECKPOINT_DIR")
-    if aip:
-        return artifacts.gcs_to_fuse(aip)
-    root = os.environ.get(CHECKPOINT_ROOT_ENV)
-    if root and key:
-        return str(Path(root) / key)
+    """Where a pipeline's train step checkpoints, first that applies:
+
+    1. ``$TORCHKFP_CHECKPOINT_ROOT/<key>`` (``torchkfp run --resume``: shared by reruns; an
+       explicit choice, so it wins);
+    2. ``$AIP_CHECKPOINT_DIR/<key>`` (Vertex AI, as a GCS FUSE path): the folder is shared by
+       every run of the pipeline, so it is keyed too;
+    3. ``<model_dir>-checkpoints``: next to the model output, unique per run, kept across
+       retries of the task, so a restarted task resumes.
+
+    ``key`` (:func:`checkpoint_key`) names what is trained and how: without it the shared
+    folders of 1 and 2 are not used (a checkpoint of another run must never be resumed)."""
+    if key:
+        root = os.environ.get(CHECKPOINT_ROOT_ENV)
+        if root:
+            return str(Path(root) / key)
+        aip = os.environ.get(VERTEX_CHECKPOINT_ENV)
+        if aip:
+            return str(Path(artifacts.gcs_to_fuse(aip)) / key)
     return str(model_dir).rstrip("/") + "-checkpoints"
+
+
+def default_tensorboard_dir(model_dir: str | os.PathLike, key: str | None = None) -> str:
+    """Where the trainer writes TensorBoard event files: ``$AIP_TENSORBOARD_LOG_DIR/<key>``
+    (Vertex AI, as a GCS FUSE path; without ``key`` the folder itself), else
+    ``<model_dir>-tensorboard`` next to the model output (``tensorboard --logdir`` on the run
+    folder, or on the pipeline root for every run)."""
+    aip = os.environ.get(VERTEX_TENSORBOARD_ENV)
+    if aip:
+        base = Path(artifacts.gcs_to_fuse(aip))
+        return str(base / key) if key else str(base)
+    return str(model_dir).rstrip("/") + "-tensorboard"
+
+
+def _prepare_tensorboard_dir(
+    tensorboard_dir: str | os.PathLike | None,
+    model_dir: str | os.PathLike,
+    key: Any,
+) -> Path | None:
+    """The TensorBoard folder, created; None (with a warning) when it cannot be: TensorBoard
+    is an aid, the training goes on without it. ``key``: a callable giving the checkpoint key
+    (computed only where the folder needs it)."""
+    if tensorboard_dir is None:
+        tensorboard_dir = default_tensorboard_dir(
+            model_dir, key() if os.environ.get(VERTEX_TENSORBOARD_ENV) else None
+        )
+    tb = Path(tensorboard_dir)
+    try:
+        tb.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(
+            f"[train] warning: TensorBoard folder {tb} cannot be created ({type(e).__name__}: "
+            f"{e.strerror or e}); training without TensorBoard logs",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    return tb
 
 
 def available_cores() -> int:
@@ -235,10 +299,15 @@ def launch(
     model_dir: str | os.PathLike,
     checkpoint_dir: str | os.PathLike | None = None,
     expected_fingerprint: str | None = None,
+    *,
+    tensorboard: bool = True,
+    tensorboard_dir: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Run torchrun and return the chief's result (other replicas: a result without metadata).
     ``expected_fingerprint``: the data fingerprint the features must have been built from.
-    Raises :class:`TrainingError` when training fails; no model artifact is written then."""
+    ``tensorboard``: write per-epoch scalars (global rank 0), in ``tensorboard_dir`` (None:
+    :func:`default_tensorboard_dir`). Raises :class:`TrainingError` when training fails; no
+    model artifact is written then."""
     t0 = time.perf_counter()
     transform_artifact.read(transform_dir)  # fail fast, in this process, on a bad input
     fmeta = artifacts.require(features_dir, features_artifact.KIND)
@@ -248,10 +317,14 @@ def launch(
     nproc = processes_per_node(tc, backend)
     _check_cpu_budget(tc, backend, nproc)
     ck = Path(checkpoint_dir) if checkpoint_dir else None
+    tb = None
+    if tensorboard and cluster.is_chief:  # global rank 0 runs on the chief
+        key = functools.partial(checkpoint_key, tc, features_dir, transform_dir)
+        tb = _prepare_tensorboard_dir(tensorboard_dir, model_dir, key)
     lock_fd = _prepare_checkpoint_dir(ck, cluster.is_chief) if ck is not None else None
     try:
         _run_torchrun(
-            tc, cluster, backend, nproc, features_dir, transform_dir, model_dir, ck, lock_fd
+            tc, cluster, backend, nproc, features_dir, transform_dir, model_dir, ck, lock_fd, tb
         )
     finally:
         if lock_fd is not None:
@@ -270,6 +343,7 @@ def launch(
         seconds=time.perf_counter() - t0,
         metadata=meta,
         resumed_from_epoch=tr.get("resumed_from_epoch"),
+        tensorboard_dir=tr.get("tensorboard_dir"),
     )
 
 
@@ -283,6 +357,7 @@ def _run_torchrun(
     model_dir: str | os.PathLike,
     ck: Path | None,
     lock_fd: int | None,
+    tb: Path | None = None,
 ) -> None:
     from torchkfp.procs import terminate_tree
 
@@ -309,6 +384,8 @@ def _run_torchrun(
         ]
         if ck is not None:
             cmd.append(f"--checkpoint-dir={ck}")
+        if tb is not None:
+            cmd.append(f"--tensorboard-dir={tb}")
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(tc.threads_per_process))
         env["TORCHELASTIC_ERROR_FILE"] = str(Path(td) / "error.json")

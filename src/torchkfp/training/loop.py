@@ -4,7 +4,9 @@ stopping, divergence, checkpoints) and the pure helpers ``get_lr``, ``shard_indi
 
 Each rank trains on its own shard of pre-built tensors; gradients are averaged by DDP; the
 epoch's train and validation losses and a non-finite-weights flag are all-reduced, so every rank
-takes the same early-stopping and divergence decision; only rank 0 writes checkpoints. Objects
+takes the same early-stopping and divergence decision; only rank 0 writes checkpoints. Each
+epoch leaves one history entry (losses, the validation metric, the learning rate) and its
+throughput, which rank 0 also hands to TensorBoard (:mod:`torchkfp.training.tensorboard`). Objects
 arrive built (model, tensors, device): the worker builds them.
 
 Resume is exact: an epoch's randomness (its shard order, dropout, the unknown-category mask)
@@ -22,6 +24,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,11 @@ CHECKPOINT_KEYS = (
     "identity",
 )
 """What a checkpoint must hold to be resumed."""
+
+VALIDATION_METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "rmse"}
+"""The metric computed on the whole validation split after every epoch, per task kind (in the
+history as ``val_<name>``): binary ROC AUC, multi-class accuracy, regression RMSE in the
+label's units."""
 
 
 def get_lr(step: int, total_steps: int, peak: float, warmup_steps: int) -> float:
@@ -146,15 +154,25 @@ class Trainer:
         checkpoint_dir: Path | None,
         identity: dict[str, Any] | None = None,
         task: str = "binary",
+        target_std: float = 1.0,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ):
+        """``target_std``: regression, the label's training std (the loss is on the
+        standardized label; RMSE is reported in the label's units). ``on_epoch``: called with
+        each epoch's history entry after its checkpoint is written (rank 0 passes the
+        TensorBoard writer)."""
         self.tc, self.rank, self.world, self.device = tc, rank, world, device
         self.loss_fn = loss_function(task)
         self.task = task
+        self.metric = VALIDATION_METRIC[task]
+        self.target_std = target_std
+        self.on_epoch = on_epoch
         # what a checkpoint must match to be resumed: the data, the architecture, and the
         # hyperparameters that shape the optimization (epochs/patience may change on resume)
         self.identity = identity or {}
         self.master = rank == 0
         self.train = {k: v.to(device) for k, v in train.items()}
+        self.val_rows = int(val["y"].shape[0])
         self.val = {k: v[rank::world].to(device) for k, v in val.items()}
         self.model = model.to(device)
         self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -173,7 +191,11 @@ class Trainer:
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bad_epochs = 0
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
+        """Per epoch: losses, the validation metric, the learning rate (deterministic: a
+        resumed run has the history of one never stopped)."""
+        self.throughput: list[float] = []
+        """Per epoch: training samples per second, all ranks together (wall-clock)."""
         self.samples = 0
         self.train_seconds = 0.0
         self.checkpoint_dir = checkpoint_dir
@@ -230,16 +252,52 @@ class Trainer:
         return loss_sum / max(1.0, rows), bad_ranks == 0
 
     @torch.no_grad()
-    def _validate(self) -> float:
+    def _validate(self) -> tuple[float, float | None]:
+        """The validation loss and :data:`VALIDATION_METRIC` over the whole validation split
+        (every rank gets the same numbers); the metric is None where it is undefined (ROC AUC
+        of a split with one class)."""
         self.model.eval()
-        s = torch.zeros(2, dtype=torch.float64, device=self.device)
+        s = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, rows, correct
+        probs: list[torch.Tensor] = []
         for start in range(0, self.val["y"].shape[0], 8192):
             sl = slice(start, start + 8192)
+            y = self.val["y"][sl]
             logits = output_logits(self.model, self.val["x_num"][sl], self.val["x_cat"][sl])
-            s[0] += self.loss_fn(logits, self.val["y"][sl], reduction="sum").double()
+            s[0] += self.loss_fn(logits, y, reduction="sum").double()
             s[1] += logits.shape[0]
+            if self.task == "multiclass":
+                s[2] += (logits.argmax(dim=1) == y).sum().double()
+            elif self.task == "binary":
+                probs.append(torch.sigmoid(logits.reshape(-1).double()))
         dist.all_reduce(s)
-        return float(s[0] / s[1])
+        loss = float(s[0] / s[1])
+        if float(s[1]) <= 0:
+            return loss, None
+        if self.task == "regression":
+            return loss, (math.sqrt(loss) * self.target_std if loss >= 0 else None)
+        if self.task == "multiclass":
+            return loss, float(s[2] / s[1])
+        return loss, self._roc_auc(probs)
+
+    def _roc_auc(self, probs: list[torch.Tensor]) -> float | None:
+        """ROC AUC over the whole validation split: every rank's probabilities and labels
+        gathered (rank r holds rows r, r + world, ...)."""
+        from torchkfp.metrics import roc_auc
+
+        mine = torch.cat(probs) if probs else torch.zeros(0, dtype=torch.float64)
+        width = math.ceil(self.val_rows / self.world)
+        part = torch.zeros(2, width, dtype=torch.float64, device=self.device)
+        part[0, : mine.shape[0]] = mine
+        part[1, : mine.shape[0]] = self.val["y"].reshape(-1).double()
+        parts = [torch.empty_like(part) for _ in range(self.world)]
+        dist.all_gather(parts, part)
+        sizes = [len(range(r, self.val_rows, self.world)) for r in range(self.world)]
+        both = torch.cat([p[:, :n] for p, n in zip(parts, sizes, strict=True)], dim=1).cpu()
+        p, y = both[0].numpy(), both[1].numpy()
+        positives = int(y.sum())
+        if positives == 0 or positives == len(y):
+            return None
+        return roc_auc(y, p)
 
     # -- checkpoints (rank 0 writes; every rank reads) ---------------------------------
     def _save_checkpoint(self) -> None:
@@ -258,6 +316,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "history": self.history,
             "identity": self.identity,
+            "throughput": self.throughput,
         }
         try:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -292,6 +351,8 @@ class Trainer:
         self.best_loss, self.best_epoch = ck["best_loss"], ck["best_epoch"]
         self.best_state, self.bad_epochs = ck["best_state"], ck["bad_epochs"]
         self.history = ck["history"]
+        throughput = ck.get("throughput")  # absent in checkpoints written before it was kept
+        self.throughput = list(throughput) if isinstance(throughput, list) else []
         self.resumed_from = self.epoch
 
     # -- the loop ----------------------------------------------------------------------
@@ -305,12 +366,16 @@ class Trainer:
         Raises :class:`TrainingError` (on every rank alike) when the epoch's train or
         validation loss or the weights are not finite: nothing of that epoch is kept."""
         t0 = time.perf_counter()
+        samples, seconds = self.samples, self.train_seconds
         train_loss, weights_finite = self._run_epoch(self.epoch)
-        val_loss = self._validate()
+        samples, seconds = self.samples - samples, self.train_seconds - seconds
+        val_loss, val_metric = self._validate()
         if self.master:
             print(
                 f"[train] epoch {self.epoch + 1}/{self.tc.epochs} train_loss={train_loss:.4f}"
-                f" val_loss={val_loss:.4f} ({time.perf_counter() - t0:.2f}s)",
+                f" val_loss={val_loss:.4f} val_{self.metric}="
+                f"{'n/a' if val_metric is None else format(val_metric, '.4f')}"
+                f" ({time.perf_counter() - t0:.2f}s)",
                 flush=True,
             )
         if not math.isfinite(train_loss):
@@ -326,9 +391,28 @@ class Trainer:
             }
         else:
             self.bad_epochs += 1
-        self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss})
+        self.history.append(
+            {
+                "epoch": self.epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                f"val_{self.metric}": val_metric,
+                "learning_rate": float(self.opt.param_groups[0]["lr"]),
+            }
+        )
+        self.throughput.append(samples / seconds if seconds > 0 else 0.0)
         self.epoch += 1
         self._save_checkpoint()
+        if self.on_epoch is not None:  # after the checkpoint: a logged epoch is never redone
+            self.on_epoch(self.epoch_record(self.epoch - 1))
+
+    def epoch_record(self, i: int) -> dict[str, Any]:
+        """History entry ``i`` with its epoch's training throughput (``samples_per_s``, when
+        known): what TensorBoard shows of an epoch."""
+        record = dict(self.history[i])
+        if i < len(self.throughput):
+            record["samples_per_s"] = self.throughput[i]
+        return record
 
     def _diverged(self, what: str) -> None:
         raise TrainingError(

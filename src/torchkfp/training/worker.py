@@ -23,12 +23,14 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from torchkfp import __version__, artifacts
 from torchkfp.artifacts import features as features_artifact
+from torchkfp.artifacts import fuse_to_gcs
 from torchkfp.artifacts import model as model_artifact
 from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.config import TrainConfig
 from torchkfp.errors import TrainingError
 from torchkfp.model import ModelSpec, build_model
 from torchkfp.training.loop import Trainer
+from torchkfp.training.tensorboard import EpochScalars
 
 IDENTITY_SETTINGS = (
     "batch_size",
@@ -49,11 +51,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--transform", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--checkpoint-dir", default=None)
+    ap.add_argument("--tensorboard-dir", default=None, help="written by global rank 0 only")
     return ap.parse_args(argv)
 
 
 def _model_metadata(
-    trainer: Trainer, feats_meta: dict, wall: float, backend: str
+    trainer: Trainer,
+    feats_meta: dict,
+    wall: float,
+    backend: str,
+    tensorboard_dir: str | None = None,
 ) -> dict[str, object]:
     sps = trainer.samples / trainer.train_seconds if trainer.train_seconds else 0.0
     return {
@@ -73,9 +80,13 @@ def _model_metadata(
             "best_val_loss": trainer.best_loss,
             "history": trainer.history,
             "samples_per_s": sps,
+            "epoch_samples_per_s": list(trainer.throughput),
             "train_seconds": trainer.train_seconds,
             "wall_seconds": wall,
             "resumed_from_epoch": trainer.resumed_from,
+            "validation_metric": trainer.metric,
+            # the event files' folder (gs:// when written through the GCS FUSE mount)
+            "tensorboard_dir": fuse_to_gcs(tensorboard_dir) if tensorboard_dir else None,
             "config": trainer.tc.to_dict(),
         },
     }
@@ -88,9 +99,11 @@ def build_trainer(
     rank: int,
     world: int,
     checkpoint_dir: str | os.PathLike | None,
+    target_std: float = 1.0,
 ) -> tuple[Trainer, ModelSpec, dict]:
     """The model (seeded: identical initial weights on every rank) and its Trainer on this
     rank's data; the Trainer resumes from ``checkpoint_dir`` when it holds a checkpoint.
+    ``target_std``: regression, the label's training std (validation RMSE in its units).
     Needs the process group. Returns (trainer, model spec, features metadata)."""
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     feats_meta = artifacts.require(features, features_artifact.KIND)
@@ -106,6 +119,10 @@ def build_trainer(
         output_size=int(feats_meta.get("output_size", 1)),
         factory=tc.model_factory,
         factory_args=dict(tc.model_args),
+        numeric_embedding=tc.numeric_embedding,
+        numeric_embedding_dim=tc.numeric_embedding_dim,
+        periodic_frequencies=tc.periodic_frequencies,
+        periodic_sigma=tc.periodic_sigma,
     )
     model = build_model(spec)
     identity = {
@@ -115,7 +132,9 @@ def build_trainer(
         **{k: getattr(tc, k) for k in IDENTITY_SETTINGS},
     }
     ck = Path(checkpoint_dir) if checkpoint_dir else None
-    trainer = Trainer(tc, model, train, val, device, rank, world, ck, identity, spec.task)
+    trainer = Trainer(
+        tc, model, train, val, device, rank, world, ck, identity, spec.task, target_std=target_std
+    )
     return trainer, spec, feats_meta
 
 
@@ -145,19 +164,30 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.set_device(device)
     torch.set_num_threads(tc.threads_per_process)
     dist.init_process_group(backend=a.backend, device_id=device if use_cuda else None)
+    scalars: EpochScalars | None = None
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
+        tf = transform_artifact.read(a.transform)
         trainer, spec, feats_meta = build_trainer(
-            tc, a.features, device, rank, world, a.checkpoint_dir
+            tc, a.features, device, rank, world, a.checkpoint_dir, target_std=tf.target.std
         )
+        if rank == 0 and a.tensorboard_dir:
+            scalars = EpochScalars(a.tensorboard_dir)
+            # the epochs before a checkpoint, unless the folder holds them already
+            scalars.log_history([trainer.epoch_record(i) for i in range(len(trainer.history))])
+            trainer.on_epoch = scalars.log
         trainer.train_loop()
+        if scalars is not None:
+            scalars.close()
         if rank == 0:
             state = final_state(trainer)
-            meta = _model_metadata(trainer, feats_meta, time.perf_counter() - t0, a.backend)
-            tf = transform_artifact.read(a.transform)
+            tb = a.tensorboard_dir if scalars is not None and scalars.done else None
+            meta = _model_metadata(trainer, feats_meta, time.perf_counter() - t0, a.backend, tb)
             model_artifact.write(a.model, state, spec, tf, meta)
         dist.barrier()
     finally:
+        if scalars is not None:
+            scalars.close()
         dist.destroy_process_group()
 
 
