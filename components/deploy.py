@@ -10,12 +10,17 @@ def deploy(
     vertex_config: dict,
     model: Input[Model],
 ) -> NamedTuple("DeployOutputs", version=str, location=str, seconds=float):
-    """Publish the promoted model through the configured registry: local (a new version, the
-    serving alias moved to it) or Vertex AI (upload as a new version, deploy it to the endpoint
-    with the configured traffic share, then move the alias and undeploy idle older models).
+    """Publish the promoted model through the configured registry (local folder or Vertex AI
+    Model Registry + Endpoint) and roll it out: with ``vertex.traffic_percentage`` below 100
+    and a champion serving, as a canary next to it (older canaries undeployed, the serving alias
+    unchanged; ``torchkfp promote`` finishes the rollout); otherwise it takes all traffic and the
+    serving alias, and the old champion becomes the one ``torchkfp rollback`` returns to. On
+    Vertex AI the model folder is first copied to ``vertex.models_root``, so the version never
+    points into this run's pipeline-root folder.
 
     deploy_config: the config's ``deploy`` section (registry, model name, alias).
-    vertex_config: the config's ``vertex`` section (endpoint, traffic, serving machines).
+    vertex_config: the config's ``vertex`` section (endpoint, traffic, serving machines,
+    models_root).
     """
     import time
 

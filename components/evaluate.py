@@ -18,7 +18,9 @@ def evaluate(
 
     evaluate_config: the config's ``evaluate`` section (thresholds, champion margin).
     deploy_config, vertex_config: where the registry is, to find the champion (this step
-    is never cached).
+    is never cached). A champion that cannot be used (its artifacts deleted, its alias
+    dangling) is "no usable champion": the gate uses the thresholds only and ``notes`` in the
+    report and its metadata say why.
 
     The decision is the single return value (``Output``) on purpose: kfp 2.17's local runner
     cannot resolve a dsl.If condition on a named output of a multi-output component."""
@@ -50,6 +52,7 @@ def evaluate(
             "metric": r.metric,
             "promote": r.promote,
             "reasons": r.reasons,
+            "notes": r.notes,  # why there is no usable champion, when that is the case
             "seconds": time.perf_counter() - t0,
         }
     )

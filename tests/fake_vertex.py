@@ -10,9 +10,10 @@ and assert on the HTTP requests the SDK actually sent (``fake.requests``). The s
 just enough of the API for torchkfp: pipeline jobs (create, get with scripted state
 transitions), schedules (create, list, get, pause, resume, delete), models (upload, list, get,
 ``ID@alias`` / ``ID@version`` lookups, mergeVersionAliases) and endpoints (list, create, get,
-deployModel, undeployModel; the endpoint keeps its ``deployedModels`` and ``trafficSplit`` up to
-date). Every answer is a well-formed resource (the SDK parses replies into protobuf messages and
-reads their fields); long-running operations come back already done, or already failed.
+patch with an update mask, deployModel, undeployModel; the endpoint keeps its ``deployedModels``
+(each with the ``modelVersionId`` it serves) and ``trafficSplit`` up to date). Every answer is a
+well-formed resource (the SDK parses replies into protobuf messages and reads their fields);
+long-running operations come back already done, or already failed.
 """
 
 from __future__ import annotations
@@ -234,6 +235,7 @@ class FakeVertex:
             ("GET", r"/endpoints", self._list_endpoints),
             ("POST", r"/endpoints", self._create_endpoint),
             ("GET", r"/endpoints/(?P<id>[^/:]+)", self._get_endpoint),
+            ("PATCH", r"/endpoints/(?P<id>[^/:]+)", self._update_endpoint),
             ("POST", r"/endpoints/(?P<id>[^/:]+):deployModel", self._deploy_model),
             ("POST", r"/endpoints/(?P<id>[^/:]+):undeployModel", self._undeploy_model),
             ("GET", r"/operations/(?P<id>[^/:]+)", self._get_operation),
@@ -511,6 +513,36 @@ class FakeVertex:
     def _get_endpoint(self, r: Request, loc: str, id: str) -> dict:
         return self._endpoint(loc, id)
 
+    _ENDPOINT_FIELDS = {"trafficSplit", "displayName", "description", "labels"}
+
+    def _update_endpoint(self, r: Request, loc: str, id: str) -> dict:
+        """PATCH with ``updateMask``: only the named fields change (a traffic split must name
+        deployed models and add up to 100; unnamed deployed models get no traffic)."""
+        ep = self._endpoint(loc, id)
+        mask = [m.strip() for m in r.query.get("updateMask", "").split(",") if m.strip()]
+        if not mask:
+            raise ApiError(400, "INVALID_ARGUMENT", "update_mask must name the fields to update")
+        body = r.body or {}
+        camel = [re.sub(r"_([a-z])", lambda m: m.group(1).upper(), f) for f in mask]
+        unsupported = sorted(set(camel) - self._ENDPOINT_FIELDS)
+        if unsupported:
+            raise ApiError(400, "INVALID_ARGUMENT", f"cannot update {unsupported} of an endpoint")
+        for f in camel:
+            if f == "trafficSplit":
+                known = {d["id"] for d in ep.get("deployedModels", [])}
+                split = self._check_split(body.get("trafficSplit") or {}, known)
+                if known and not split:
+                    raise ApiError(
+                        400, "INVALID_ARGUMENT", "traffic_split must add up to 100, not {}"
+                    )
+                ep["trafficSplit"] = split
+            elif f in body:
+                ep[f] = body[f]
+            else:
+                ep.pop(f, None)
+        ep["updateTime"] = _now()
+        return ep
+
     @staticmethod
     def _check_split(split: dict[str, Any], known: set[str]) -> dict[str, int]:
         """A trafficSplit as the API accepts it: known deployed model ids, adding up to 100
@@ -534,8 +566,9 @@ class FakeVertex:
             return self._failed_operation(loc, failure, "DeployModelOperationMetadata")
         body = r.body or {}
         deployed = dict(body.get("deployedModel") or {})
+        version = self._deployed_version(loc, deployed.get("model") or "")
         deployed_id = self._new_id()
-        deployed.update(id=deployed_id, createTime=_now())
+        deployed.update(id=deployed_id, createTime=_now(), modelVersionId=version)
         known = {d["id"] for d in ep.get("deployedModels", [])} | {deployed_id}
         split = self._check_split(
             {
@@ -554,6 +587,22 @@ class FakeVertex:
             {"@type": f"{API}.DeployModelResponse", "deployedModel": deployed},
             "DeployModelOperationMetadata",
         )
+
+    def _deployed_version(self, loc: str, model: str) -> str:
+        """The version id a deployModel request's ``model`` names (``.../models/ID``: the
+        default version, ``ID@VERSION`` or ``ID@ALIAS``), as the API checks it."""
+        m = re.fullmatch(r"projects/[^/]+/locations/[^/]+/models/([^/@]+)(?:@(.+))?", model)
+        if not m:
+            raise ApiError(400, "INVALID_ARGUMENT", f"deployed_model.model {model!r} is invalid")
+        model_id, ver = m.groups()
+        if model_id not in self.state.models:
+            raise ApiError(404, "NOT_FOUND", f"model {model} not found")
+        if ver is None:
+            return self.state.models[model_id]["versionId"]
+        for v in self.state.model_versions[model_id]:
+            if v["versionId"] == ver or ver in v["versionAliases"]:
+                return v["versionId"]
+        raise ApiError(404, "NOT_FOUND", f"model {model} not found")
 
     def _undeploy_model(self, r: Request, loc: str, id: str) -> dict:
         """Like the API: a given trafficSplit replaces the endpoint's; the deployed model must be

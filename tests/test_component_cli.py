@@ -168,7 +168,7 @@ def test_deploy_moves_the_alias(chain):
     # an explicit deploy registers version 2 and moves the alias from 1 to 2
     d2 = result(cli("deploy", "--model", str(w / "model"), config=chain["config"]))
     assert (d2["version"], d2["previous"], d2["alias"]) == ("2", "1", "champion")
-    assert reg.aliases() == {"champion": 2} and reg.versions() == [1, 2]
+    assert reg.aliases() == {"champion": 2, "previous-champion": 1} and reg.versions() == [1, 2]
     assert Path(d2["location"]) == reg.resolve("champion")
 
     # --no-champion gates on thresholds only

@@ -1,11 +1,12 @@
 """torchkfp.evaluation: the promotion gate and the candidate's (and champion's) test metrics."""
 
 import json
+import shutil
 
 import pytest
 
 from torchkfp.config import ConfigError, EvaluateConfig
-from torchkfp.evaluation import GateRules, evaluate_candidate, gate
+from torchkfp.evaluation import NO_USABLE_CHAMPION, GateRules, evaluate_candidate, gate
 
 
 def test_gate_thresholds_and_champion_margin():
@@ -66,3 +67,36 @@ def test_evaluate_metrics_and_champion_gate(stage_outputs, tmp_path):
     )
     assert r2.champion_metrics["roc_auc"] == pytest.approx(r.metrics["roc_auc"])
     assert not r2.promote and "does not beat champion" in r2.reasons[0]
+
+
+def test_a_champion_that_cannot_be_loaded_is_no_usable_champion(stage_outputs, tmp_path):
+    """A champion folder damaged or emptied since the registry looked: the gate uses the
+    thresholds, and the report says why (never a traceback)."""
+    ec = stage_outputs["config"].evaluate
+    broken = tmp_path / "champion"
+    shutil.copytree(stage_outputs["model"], broken)
+    (broken / "_SUCCESS").unlink()
+    r = evaluate_candidate(ec, stage_outputs["model"], stage_outputs["dataset"], broken)
+    assert r.promote and r.champion_metrics is None
+    assert r.reasons[:2] == ["promote", NO_USABLE_CHAMPION]
+    [note] = r.notes
+    assert note.startswith(f"champion at {broken} cannot be loaded") and "incomplete" in note
+    assert note in r.reasons and r.to_dict()["notes"] == [note]
+
+
+def test_evaluate_against_a_registry_whose_champion_is_gone(stage_outputs, tmp_path):
+    from torchkfp.evaluation import evaluate_against_registry
+    from torchkfp.registry.local import LocalRegistry
+
+    ec = stage_outputs["config"].evaluate
+    reg = LocalRegistry(tmp_path / "registry", "m")
+    published = reg.publish(stage_outputs["model"])
+    r = evaluate_against_registry(ec, reg, stage_outputs["model"], stage_outputs["dataset"])
+    assert r.champion == published.location and not r.promote and r.notes == []
+
+    shutil.rmtree(published.location)  # the champion's version folder, deleted by hand
+    r = evaluate_against_registry(ec, reg, stage_outputs["model"], stage_outputs["dataset"])
+    assert r.promote and r.champion is None
+    assert r.reasons[:2] == ["promote", NO_USABLE_CHAMPION]
+    [note] = r.notes
+    assert "alias 'champion'" in note and "version 1, which no longer exists" in note

@@ -1,6 +1,9 @@
 """torchkfp.registry with the local folder registry: versions and aliases, and the Registry
 interface (open_registry, locate, champion, publish) that evaluation, deploy and serving use."""
 
+import errno
+import json
+import os
 import shutil
 
 import pytest
@@ -101,3 +104,136 @@ def test_alias_naming_a_missing_version_is_no_champion_until_the_next_promotion(
     again = reg.publish(trained_model)  # the next promotion repairs the alias
     assert again.version == "2" and again.previous == "1"  # 1 is not reused
     assert reg.champion() == again.location and reg.notes == []
+
+
+# ---- rollout: traffic.json, the previous champion, promote and rollback -------------------------
+# (the full canary sequence, the same on Vertex AI, is in tests/test_canary.py)
+def test_open_registry_rolls_out_with_the_configured_traffic(small_config):
+    reg = open_registry(
+        small_config.deploy, small_config.override({"vertex.traffic_percentage": 15}).vertex
+    )
+    assert isinstance(reg, LocalRegistry) and reg.traffic_percentage == 15
+    assert open_registry(small_config.deploy).traffic_percentage == 100  # the default
+    with pytest.raises(RegistryError, match="not a whole number from 1 to 100"):
+        LocalRegistry(small_config.deploy.registry_dir, "m", traffic_percentage=0)
+
+
+def test_traffic_json_records_what_serves(tmp_path, trained_model):
+    reg = LocalRegistry(tmp_path, "m", traffic_percentage=20)
+    assert reg.traffic() == {} and reg.status()["serving"] == []
+    reg.publish(trained_model)
+    assert json.loads(reg.traffic_file.read_text()) == {"1": 100}
+    reg.publish(trained_model)
+    assert json.loads(reg.traffic_file.read_text()) == {"1": 80, "2": 20}
+    assert reg.traffic() == {1: 80, 2: 20}
+    assert reg.status() == {
+        "registry": "local",
+        "model_name": "m",
+        "location": str(reg.root),
+        "alias": "champion",
+        "champion": "1",
+        "previous_champion": None,
+        "serving": [{"version": "1", "percent": 80}, {"version": "2", "percent": 20}],
+        "versions": ["1", "2"],
+    }
+
+
+def test_a_registry_without_traffic_json_reads_as_its_champion_serving(tmp_path, trained_model):
+    """Registries written before traffic was recorded: the champion serves 100%, so the next
+    canary splits with it."""
+    reg = LocalRegistry(tmp_path, "m", traffic_percentage=10)
+    reg.set_alias("champion", reg.register(trained_model))
+    assert not reg.traffic_file.exists() and reg.traffic() == {1: 100}
+    r = reg.publish(trained_model)
+    assert r.canary and reg.traffic() == {1: 90, 2: 10} and reg.aliases() == {"champion": 1}
+
+
+def test_a_full_rollout_records_the_previous_champion(tmp_path, trained_model):
+    reg = LocalRegistry(tmp_path, "m", alias="prod")
+    reg.publish(trained_model)
+    r = reg.publish(trained_model)
+    assert (r.champion, r.previous_champion, r.undeployed) == ("2", "1", [{"version": "1"}])
+    assert reg.aliases() == {"prod": 2, "previous-prod": 1}
+    assert reg.locate("previous-prod") == str(reg.versions_dir / "1")  # serve --alias works
+
+
+def test_a_gone_champion_is_not_recorded_as_previous(tmp_path, trained_model):
+    reg = LocalRegistry(tmp_path, "m")
+    reg.publish(trained_model)
+    reg.publish(trained_model)
+    shutil.rmtree(reg.versions_dir / "2")  # the champion's folder, deleted by hand
+    r = reg.publish(trained_model)
+    assert (r.version, r.champion, r.previous_champion) == ("3", "3", None)
+    assert reg.aliases() == {"champion": 3}
+    with pytest.raises(RegistryError, match="no previous champion to roll back to"):
+        reg.rollback()
+
+
+def test_rollback_to_a_damaged_version_changes_nothing(tmp_path, trained_model):
+    reg = LocalRegistry(tmp_path, "m")
+    reg.publish(trained_model)
+    reg.publish(trained_model)
+    (reg.versions_dir / "1" / model_artifact.SPEC_FILE).write_text("{}")
+    before = (reg.aliases_file.read_text(), reg.traffic_file.read_text())
+    with pytest.raises(RegistryError, match="previous champion .* fails verification"):
+        reg.rollback()
+    shutil.rmtree(reg.versions_dir / "1")
+    with pytest.raises(RegistryError, match="version 1 no longer exists"):
+        reg.rollback()
+    assert (reg.aliases_file.read_text(), reg.traffic_file.read_text()) == before
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('{"1": ', "is not valid JSON"),
+        ("[1]", "holds a JSON list, not an object"),
+        ('{"01": 100}', "has the key '01', not a version number"),
+        ('{"1": 50.5, "2": 49.5}', "not a whole percentage"),
+        ('{"1": true}', "not a whole percentage"),
+        ('{"1": 90}', "adds up to 90%, not 100%"),
+    ],
+)
+def test_a_broken_traffic_json_is_refused_before_anything_is_copied(
+    tmp_path, trained_model, content, problem
+):
+    reg = LocalRegistry(tmp_path, "m")
+    reg.publish(trained_model)
+    reg.traffic_file.write_text(content)
+    for call in (lambda: reg.publish(trained_model), reg.promote, reg.rollback, reg.status):
+        with pytest.raises(RegistryError) as err:
+            call()
+        msg = str(err.value)
+        assert str(reg.traffic_file) in msg and problem in msg, msg
+        assert "Repair it" in msg and "or delete the file" in msg
+    assert reg.versions() == [1]
+
+
+def test_a_failed_alias_write_undoes_the_traffic_write(tmp_path, trained_model, monkeypatch):
+    reg = LocalRegistry(tmp_path, "m", traffic_percentage=100)
+    reg.publish(trained_model)
+    before = (reg.aliases_file.read_text(), reg.traffic_file.read_text())
+    real = artifacts.write_json
+
+    def full_disk_for_aliases(path, obj):
+        if str(path).endswith("aliases.json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, obj)
+
+    monkeypatch.setattr(artifacts, "write_json", full_disk_for_aliases)
+    with pytest.raises(RegistryError, match="version 2 was registered, but rolling out.*No spa"):
+        reg.publish(trained_model)
+    assert (reg.aliases_file.read_text(), reg.traffic_file.read_text()) == before
+
+
+def test_promote_and_rollback_refusals_name_the_state(tmp_path, trained_model):
+    reg = LocalRegistry(tmp_path, "m")
+    with pytest.raises(RegistryError, match="no canary to promote .*no champion, serving: nothing"):
+        reg.promote()
+    reg.publish(trained_model)
+    with pytest.raises(
+        RegistryError, match="no canary to promote .*champion is version 1, serving: version 1 100%"
+    ):
+        reg.promote()
+    with pytest.raises(RegistryError, match="alias 'previous-champion' is unset"):
+        reg.rollback()

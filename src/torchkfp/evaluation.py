@@ -9,6 +9,12 @@ metric's direction) by more than ``evaluate.champion_margin``; a metric that is 
 number never passes. Finding the champion is the registry's job
 (:func:`torchkfp.registry.open_registry`): this stage gets its folder.
 
+A champion that cannot be used (the registry found its artifacts deleted or its alias dangling,
+or its folder fails to load or to score this test set) is "no usable champion": the gate uses
+the absolute thresholds alone and the reason is recorded in ``notes`` (and ``reasons``) of the
+report. Failing instead would fail every later run in evaluate, and the only repair, promoting
+a new version, sits behind this very gate.
+
 Settings: the ``evaluate`` section only (the task kind comes from the model artifact).
 """
 
@@ -27,7 +33,11 @@ import pandas as pd
 from torchkfp import metrics
 from torchkfp.artifacts import dataset as dataset_artifact
 from torchkfp.config import ConfigError, EvaluateConfig
+from torchkfp.errors import ArtifactError
 from torchkfp.predictor import Predictor
+
+NO_CHAMPION = "no champion yet"
+NO_USABLE_CHAMPION = "no usable champion (see notes); gating on the thresholds only"
 
 
 @dataclass
@@ -71,6 +81,9 @@ class EvalResult:
     """Binary: (fpr, tpr, threshold) points."""
     champion: str | None = None
     """The champion model folder compared against (None: none)."""
+    notes: list[str] = field(default_factory=list)
+    """Why there is no usable champion (its artifacts gone, its alias dangling, it cannot
+    score this test set), when that is the case."""
     seconds: float = 0.0
 
     def roc_columns(self) -> tuple[list[float], list[float], list[float]]:
@@ -99,6 +112,7 @@ class EvalResult:
             "champion_metrics": self.champion_metrics,
             "promote": self.promote,
             "reasons": self.reasons,
+            "notes": self.notes,
             "seconds": self.seconds,
         }
 
@@ -138,7 +152,7 @@ def gate(
                 f"margin {margin} ({word} is better)"
             )
     else:
-        reasons.append("no champion yet")
+        reasons.append(NO_CHAMPION)
     if ok:
         reasons.insert(0, "promote")
     return ok, reasons
@@ -169,32 +183,39 @@ def evaluate_candidate(
     model_dir: str | os.PathLike,
     dataset_dir: str | os.PathLike,
     champion_dir: str | os.PathLike | None = None,
+    notes: list[str] | None = None,
 ) -> EvalResult:
+    """The candidate's metrics and the gate's decision, against the model in ``champion_dir``
+    if given. ``notes``: why the caller found no usable champion (recorded in the report)."""
     t0 = time.perf_counter()
     cand = Predictor(model_dir)
     rules = GateRules.for_task(ec, cand.task)
     test = dataset_artifact.read_split(dataset_dir, "test").to_pandas()
     scored = score(cand, test, ec.threshold)
     champ_metrics = None
-    notes: list[str] = []
+    notes = list(notes or [])
     if champion_dir is not None:
         try:
             champ = Predictor(champion_dir)
-            if champ.task != cand.task:
-                raise ValueError(f"it is a {champ.task} model, the candidate {cand.task}")
-            champ_metrics = score(champ, test, ec.threshold)["metrics"]
-        except (KeyError, ValueError) as e:
-            notes.append(
-                f"champion at {champion_dir} cannot score this test set ({e}); "
-                "gating on thresholds only"
-            )
+        except ArtifactError as e:  # its files damaged or gone since the registry looked
+            notes.append(f"champion at {champion_dir} cannot be loaded ({e})")
+        else:
+            try:
+                if champ.task != cand.task:
+                    raise ValueError(f"it is a {champ.task} model, the candidate {cand.task}")
+                champ_metrics = score(champ, test, ec.threshold)["metrics"]
+            except (KeyError, ValueError) as e:
+                notes.append(f"champion at {champion_dir} cannot score this test set ({e})")
     promote, reasons = gate(rules, scored["metrics"], champ_metrics)
+    if notes:
+        reasons = [NO_USABLE_CHAMPION if r == NO_CHAMPION else r for r in reasons]
     return EvalResult(
         task=cand.task,
         metrics=scored["metrics"],
         champion_metrics=champ_metrics,
         promote=promote,
         reasons=reasons + notes,
+        notes=notes,
         metric=rules.metric,
         classes=cand.classes,
         confusion=scored.get("confusion"),
@@ -212,11 +233,29 @@ def evaluate_against_registry(
 ) -> EvalResult:
     """:func:`evaluate_candidate` against the champion ``registry`` (a
     :class:`~torchkfp.registry.Registry`) names: a local folder, or gs:// read through the GCS
-    FUSE mount. What the registry noted while looking (e.g. an alias naming a missing version,
-    ignored) goes into the reasons."""
-    from torchkfp.artifacts import gcs_to_fuse
+    FUSE mount inside Vertex AI (downloaded to a temporary folder elsewhere). What the
+    registry noted while looking (an alias naming a missing version, a champion whose
+    artifacts were deleted) is "no usable champion", with the reason in the report's notes."""
+    import tempfile
+
+    from torchkfp.registry import gcs as registry_gcs
 
     found = registry.champion()
-    r = evaluate_candidate(ec, model_dir, dataset_dir, gcs_to_fuse(found) if found else None)
-    r.reasons.extend(getattr(registry, "notes", []))
+    notes = list(getattr(registry, "notes", []))
+    if found is None or not found.startswith("gs://"):
+        return evaluate_candidate(ec, model_dir, dataset_dir, found, notes)
+    fuse = registry_gcs.readable_path(found)
+    if fuse:
+        r = evaluate_candidate(ec, model_dir, dataset_dir, fuse, notes)
+        r.champion = found
+        return r
+    with tempfile.TemporaryDirectory(prefix="torchkfp-champion-") as tmp:
+        project = getattr(getattr(registry, "vertex", None), "project", None)
+        try:
+            local = registry_gcs.download_folder(registry_gcs.client(project), found, tmp)
+        except ArtifactError as e:  # gone since the registry looked
+            notes.append(f"champion at {found} cannot be downloaded ({e})")
+            return evaluate_candidate(ec, model_dir, dataset_dir, None, notes)
+        r = evaluate_candidate(ec, model_dir, dataset_dir, local, notes)
+    r.champion = found
     return r

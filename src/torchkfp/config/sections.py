@@ -365,7 +365,9 @@ class VertexConfig(_Section):
     max_replica_count: Int = 2
     """Most serving replicas the endpoint autoscales the new version to."""
     traffic_percentage: Int = Field(100, gt=0, le=100)
-    """Share of endpoint traffic the new version receives; the rest stays on deployed versions."""
+    """Share of traffic a newly promoted version gets (Vertex endpoint and local registry).
+    Below 100 it is a canary next to the champion, which keeps the rest (older canaries are
+    undeployed), until ``torchkfp promote`` moves it to 100% (or ``torchkfp rollback``)."""
     enable_caching: bool = True
     """Let Vertex AI Pipelines reuse the outputs of identical earlier task runs."""
     labels: Annotated[dict[str, str], BeforeValidator(_str_dict)] = Field(default_factory=dict)

@@ -6,25 +6,41 @@
   one parent model, aliases, and the endpoint the promoted version serves from.
 
 Finding the champion (the version the serving alias names) is the registry's job; evaluation
-and serving ask :func:`open_registry` for it.
+and serving ask :func:`open_registry` for it. Rolling a version out (canary, promote, rollback)
+follows the same rules on both (:mod:`torchkfp.registry.base`).
 """
 
 from __future__ import annotations
 
 from torchkfp.config import DeployConfig, VertexConfig
 from torchkfp.errors import RegistryError
-from torchkfp.registry.base import DeployResult, Registry
+from torchkfp.registry.base import Deployed, DeployResult, Registry, previous_alias
 
 
 def open_registry(deploy: DeployConfig, vertex: VertexConfig | None = None) -> Registry:
-    """The registry ``deploy.registry`` names (``vertex`` also needs the vertex section)."""
+    """The registry ``deploy.registry`` names (``vertex`` also needs the vertex section).
+    Both roll a new version out with ``vertex.traffic_percentage`` (below 100: a canary next
+    to the champion; see :mod:`torchkfp.registry.base`)."""
+    vertex = vertex or VertexConfig()
     if deploy.registry == "local":
         from torchkfp.registry.local import LocalRegistry
 
-        return LocalRegistry(deploy.registry_dir, deploy.model_name, alias=deploy.alias)
+        return LocalRegistry(
+            deploy.registry_dir,
+            deploy.model_name,
+            alias=deploy.alias,
+            traffic_percentage=vertex.traffic_percentage,
+        )
     from torchkfp.registry.vertex import VertexRegistry
 
-    return VertexRegistry(deploy, vertex or VertexConfig())
+    return VertexRegistry(deploy, vertex)
 
 
-__all__ = ["DeployResult", "Registry", "RegistryError", "open_registry"]
+__all__ = [
+    "Deployed",
+    "DeployResult",
+    "Registry",
+    "RegistryError",
+    "open_registry",
+    "previous_alias",
+]
