@@ -10,6 +10,7 @@ with a ``register(app)`` that adds its commands to the app:
 - :mod:`~torchkfp.cli.stages`: the ``component`` group (one DAG stage on its own)
 - :mod:`~torchkfp.cli.serve`: ``serve`` (the prediction server)
 - :mod:`~torchkfp.cli.models`: ``promote`` and ``rollback`` (the registry's champion)
+- :mod:`~torchkfp.cli.batch`: ``batch-predict`` (score a file or table with a model)
 - :mod:`~torchkfp.cli.warehouse`: the ``warehouse`` group (``warehouse seed``)
 
 What they share (options, config loading, the error exit, JSON output) is in
@@ -22,6 +23,7 @@ from __future__ import annotations
 import typer
 
 from torchkfp.cli import (
+    batch,
     init,
     local_runs,
     models,
@@ -43,7 +45,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (init, local_runs, vertex_runs, models, serve, schedules, stages, warehouse):
+for _module in (
+    init,
+    local_runs,
+    vertex_runs,
+    models,
+    serve,
+    batch,
+    schedules,
+    stages,
+    warehouse,
+):
     _module.register(app)
 
 

@@ -18,14 +18,23 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def pipeline_template(cfg: Config, template: str | None, workdir: str) -> str:
+def pipeline_template(
+    cfg: Config, template: str | None, workdir: str, pipeline: str = "training"
+) -> str:
     """The compiled pipeline: ``template`` if given, else the Vertex pipeline compiled from
     ``cfg`` into ``workdir``, with the effective images (the config's, else
     ``TORCHKFP_*_IMAGE`` now: :func:`torchkfp.images.with_images`) on its tasks and in its
-    ``vertex_config``."""
+    ``vertex_config``. ``pipeline``: ``training`` (the DAG) or ``batch`` (batch scoring)."""
     if template:
         return template
     from torchkfp.images import with_images
+
+    if pipeline == "batch":
+        from torchkfp.config.batch import batch_section
+        from torchkfp.pipelines.batch_scoring import compile_batch_pipeline
+
+        path = Path(workdir) / "batch_scoring_vertex.yaml"
+        return compile_batch_pipeline("vertex", with_images(cfg), path, batch_section(cfg))
     from torchkfp.pipelines.compiler import compile_pipeline
 
     path = Path(workdir) / "flights_delay_vertex.yaml"

@@ -141,27 +141,40 @@ def create(
     end_time: str = typer.Option(None, "--end-time", help="No runs after this ISO time."),
     max_runs: int = typer.Option(None, "--max-runs", help="Stop after this many runs."),
     template: str = TemplateOpt,
+    pipeline: str = typer.Option(
+        "training",
+        "--pipeline",
+        help="What to run: 'training' (the whole DAG) or 'batch' (batch scoring with the "
+        "champion, as the config's batch section says).",
+    ),
     dry_run: bool = DryRunOpt,
 ) -> None:
     """Create a Vertex AI schedule that runs the pipeline with this config on a cron.
 
     Examples:\n
       torchkfp schedule create --cron 'TZ=America/New_York 0 3 * * *' -c my.yaml --dry-run\n
-      torchkfp schedule create --cron '0 6 * * 1' --name weekly -c my.yaml --max-runs 52
+      torchkfp schedule create --cron '0 6 * * 1' --name weekly -c my.yaml --max-runs 52\n
+      torchkfp schedule create --pipeline batch --cron '0 7 * * *' -c my.yaml
     """
     from torchkfp.cron import CronSchedule
     from torchkfp.vertex import schedules
 
     cfg = load_vertex_config(config, set_)
+    if pipeline not in schedules.PIPELINES:
+        fail(f"--pipeline {pipeline!r}: use one of {', '.join(schedules.PIPELINES)}")
     call(CronSchedule.parse, cron)  # a bad cron fails before anything is compiled
+    # batch: its settings are checked before anything is compiled
+    values = call(schedules.pipeline_values, cfg, pipeline)
+    default_name = cfg.run.pipeline_name + ("-batch" if pipeline == "batch" else "")
     with tempfile.TemporaryDirectory(prefix="torchkfp-schedule-") as tmp:
-        path = call(pipeline_template, cfg, template, tmp)
+        path = call(pipeline_template, cfg, template, tmp, pipeline)
         result = call(
             schedules.create_schedule,
             cfg,
             path,
             cron=cron,
-            display_name=display_name or cfg.run.pipeline_name,
+            display_name=display_name or default_name,
+            parameter_values=values,
             max_concurrent_run_count=max_concurrent_runs,
             start_time=start_time,
             end_time=end_time,

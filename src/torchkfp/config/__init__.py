@@ -21,6 +21,8 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from torchkfp.config.base import ConfigError, _Section
+from torchkfp.config.batch import BatchConfig
+from torchkfp.config.batch import with_absolute_paths as _batch_absolute_paths
 from torchkfp.config.files import load_yaml_mapping
 from torchkfp.config.sections import (
     DataConfig,
@@ -57,6 +59,9 @@ class Config(_Section):
     """Vertex AI Pipelines: project, bucket, machines, endpoint."""
     run: RunConfig = Field(default_factory=RunConfig)
     """Local runner outputs."""
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    """Batch prediction (torchkfp batch-predict, the batch-scoring pipeline): the model,
+    input, output and key columns."""
 
     @model_validator(mode="before")
     @classmethod
@@ -113,6 +118,7 @@ class Config(_Section):
                 "warehouse": wh.model_copy(update=warehouse),
                 "deploy": dep.model_copy(update={"registry_dir": absp(dep.registry_dir)}),
                 "run": run.model_copy(update={"pipeline_root": absp(run.pipeline_root)}),
+                "batch": _batch_absolute_paths(self.batch, base_p),
             }
         )
 
@@ -132,6 +138,7 @@ SECTIONS: tuple[str, ...] = tuple(Config.model_fields)
 
 __all__ = [
     "SECTIONS",
+    "BatchConfig",
     "Config",
     "ConfigError",
     "DataConfig",

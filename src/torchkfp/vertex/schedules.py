@@ -113,11 +113,18 @@ def create_schedule(
     end_time: str | dt.datetime | None = None,
     max_run_count: int | None = None,
     parameter_values: dict[str, Any] | None = None,
+    pipeline: str = "training",
     dry_run: bool = False,
 ) -> ScheduleResult:
     """Create a Vertex AI schedule that runs the compiled pipeline on ``cron``
-    (e.g. ``"TZ=America/New_York 0 3 * * *"``) with the parameters of a run with this config."""
+    (e.g. ``"TZ=America/New_York 0 3 * * *"``) with the parameters of a run with this config.
+
+    ``pipeline``: which pipeline ``template_path`` holds, ``training`` (the DAG) or ``batch``
+    (batch scoring: its parameters are the ``batch`` section and the sections it uses, see
+    :func:`pipeline_values`)."""
     schedule = CronSchedule.parse(cron)
+    if parameter_values is None:
+        parameter_values = pipeline_values(cfg, pipeline)
     cron = " ".join(cron.split())
     if not display_name or len(display_name) > 128:
         raise ConfigError("schedule display name must be 1 to 128 characters")
@@ -160,6 +167,28 @@ def create_schedule(
     return ScheduleResult(
         request, False, _schedule_info(sched.gca_resource, v.region, v.project), upcoming
     )
+
+
+PIPELINES = ("training", "batch")
+"""What a schedule can run: the training DAG or the batch-scoring pipeline."""
+
+
+def pipeline_values(cfg: Config, pipeline: str) -> dict[str, Any] | None:
+    """The parameter values of a scheduled run of ``pipeline`` (None: the training DAG's, which
+    :func:`torchkfp.vertex.runs.build_job` fills in). Batch scoring is checked first:
+    input and output set, and reachable from Vertex AI
+    (:func:`torchkfp.batch_predict.check_for_vertex`)."""
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"pipeline={pipeline!r}: use one of {list(PIPELINES)}")
+    if pipeline == "training":
+        return None
+    from torchkfp.batch_predict import check_for_vertex, pipeline_parameters
+    from torchkfp.config.batch import batch_section
+    from torchkfp.images import with_images
+
+    batch = batch_section(cfg)
+    check_for_vertex(batch, cfg.warehouse)
+    return pipeline_parameters(with_images(cfg), batch)
 
 
 def _schedule_body(job, parent: str, a: dict[str, Any]) -> dict[str, Any]:
