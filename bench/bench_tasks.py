@@ -113,7 +113,7 @@ def main() -> None:
     }
     for task, over in runs.items():
         cfg = base.override({**over, "deploy.model_name": f"bench-{task}"})
-        summary, _ = run_local(cfg, quiet_kfp=True)
+        summary, _ = run_local(cfg, quiet_kfp=True, reuse=False)  # time real training
         fdir = features_dir(summary)
         tmeta = json.loads((Path(summary["model"]["path"]) / "transform.json").read_text())[
             "target"

@@ -23,16 +23,19 @@ def preprocess(
     import time
 
     t0 = time.perf_counter()
+    from torchkfp import stage_cache
     from torchkfp.config import DataConfig, PreprocessConfig
-    from torchkfp.preprocess import preprocess as run_preprocess
 
-    r = run_preprocess(
+    run = stage_cache.preprocess(
         DataConfig.from_dict(data_config),
         PreprocessConfig.from_dict(preprocess_config),
         dataset.path,
         transform.path,
         features.path,
         data_fingerprint,
+        stage_cache.input_key(dataset.metadata),
     )
-    features.metadata.update({"rows": r.rows, "label_stats": r.label_stats})
+    r = run.result
+    features.metadata.update({"rows": r.rows, "label_stats": r.label_stats, **run.cache.metadata()})
+    transform.metadata.update(run.cache.metadata())
     return (time.perf_counter() - t0,)

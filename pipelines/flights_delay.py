@@ -1,10 +1,17 @@
-"""The DAG: ingest -> preprocess -> train (DDP) -> evaluate -> [promote?] deploy.
+"""The DAG: fingerprint -> ingest -> preprocess -> train (DDP) -> evaluate -> [promote?] deploy.
 
 Each config section is one pipeline parameter (``<section>_config``, a dict whose default is
 that section of the config the pipeline was compiled with), and each step receives only the
 sections it uses (:mod:`torchkfp.stage_settings`). So a step's cache key changes only when
 something it uses changes: editing the gate (``evaluate``) or the endpoint (``vertex``)
 settings never retrains.
+
+Caching follows the data: ``fingerprint`` (never cached, cheap) computes the source data's
+fingerprint and ingest takes it as an input parameter, so with unchanged data and settings
+ingest, preprocess and train are cache hits (``vertex.enable_caching``), and changed data reruns
+everything from ingest on. No cached step consumes an artifact of an uncached one (a fresh
+artifact id would change its cache key every run); evaluate and deploy are never cached (the
+champion they compare against and deploy next to may have moved).
 
 The local and Vertex targets share every step except training (a plain component locally, a
 multi-replica GPU custom job on Vertex).
@@ -13,7 +20,7 @@ multi-replica GPU custom job on Vertex).
 import copy
 
 from kfp import dsl
-from torchkfp.components import deploy, evaluate, ingest, preprocess, train
+from torchkfp.components import deploy, evaluate, fingerprint, ingest, preprocess, train
 
 from torchkfp.config import Config
 from torchkfp.stage_settings import pipeline_parameters
@@ -69,6 +76,9 @@ def build_pipeline(target: str, cfg: Config):
     train_op = train if target == "local" else vertex_train_op(cfg)
     defaults = pipeline_parameters(cfg)  # one parameter per section: see stage_settings
     image = cfg.vertex.training_image if target == "vertex" else None
+    # locally kfp.local does not cache (torchkfp run has its own stage cache): compiled as
+    # cached, as on Vertex with its default
+    cached = cfg.vertex.enable_caching if target == "vertex" else True
 
     def step(task, name: str):
         task.set_display_name(name)
@@ -91,36 +101,41 @@ def build_pipeline(target: str, cfg: Config):
         deploy_config: dict = defaults["deploy_config"],
         vertex_config: dict = defaults["vertex_config"],
     ):
+        # Never cached: it is how a run notices that the data changed.
+        fp_task = step(
+            fingerprint(warehouse_config=warehouse_config, split_config=split_config),
+            "fingerprint",
+        )
+        fp_task.set_caching_options(False)
         ingest_task = step(
             ingest(
                 warehouse_config=warehouse_config,
                 data_config=data_config,
                 split_config=split_config,
+                source_fingerprint=fp_task.outputs["fingerprint"],
             ),
             "ingest",
         )
-        # The warehouse may have changed since the last run: never serve ingestion from cache.
-        # Its fingerprint output feeds preprocess and train as a parameter, so their cache keys
-        # follow the data: unchanged data -> cache hits; changed data -> reruns.
-        ingest_task.set_caching_options(False)
-        fingerprint = ingest_task.outputs["fingerprint"]
+        # ingest's fingerprint of the rows it wrote feeds preprocess and train as a parameter
+        # too (they check their inputs against it)
+        fingerprint_ = ingest_task.outputs["fingerprint"]
         prep_task = step(
             preprocess(
                 data_config=data_config,
                 preprocess_config=preprocess_config,
-                data_fingerprint=fingerprint,
+                data_fingerprint=fingerprint_,
                 dataset=ingest_task.outputs["dataset"],
             ),
             "preprocess",
         )
         train_task = train_op(
             train_config=train_config,
-            data_fingerprint=fingerprint,
+            data_fingerprint=fingerprint_,
             features=prep_task.outputs["features"],
             transform=prep_task.outputs["transform"],
         ).set_display_name("train")
-        if target == "vertex":
-            train_task.set_caching_options(cfg.vertex.enable_caching)
+        for task in (ingest_task, prep_task, train_task):
+            task.set_caching_options(cached)
         eval_task = step(
             evaluate(
                 evaluate_config=evaluate_config,

@@ -5,13 +5,21 @@ runner reads it line by line (:class:`_KfpOutput`), so when a stage fails, the s
 :class:`PipelineFailed` carry the exception the stage died of (``"error": "Type: message"``,
 ``"failed_stage"``), with kfp's own "Inner task failed" kept as ``"runner_error"``.
 
-Every run trains from scratch in its own folder, unless ``resume=True`` (``torchkfp run
---resume``): training then checkpoints under ``<run.pipeline_root>/checkpoints/<key>`` (key: the
-features and the train settings, see :func:`torchkfp.training.checkpoint_key`) and resumes
-from the last checkpoint an earlier run on the same data with the same settings left there (a
-killed or failed run, or a finished one: then no epoch is left to train). The train step, a
-subprocess, learns the folder from the ``TORCHKFP_CHECKPOINT_ROOT`` environment variable; the
-summary's ``"resume"`` says whether and from which epoch training resumed."""
+Training that runs (not reused from the stage cache, below) starts from scratch in the run's
+own folder, unless ``resume=True`` (``torchkfp run --resume``): it then checkpoints under
+``<run.pipeline_root>/checkpoints/<key>`` (key: the features and the train settings, see
+:func:`torchkfp.training.checkpoint_key`) and resumes from the last checkpoint an earlier run on
+the same data with the same settings left there (a killed or failed run, or a finished one:
+then no epoch is left to train). The train step, a subprocess, learns the folder from the
+``TORCHKFP_CHECKPOINT_ROOT`` environment variable; the summary's ``"resume"`` says whether and
+from which epoch training resumed.
+
+Every run reuses earlier runs' ingest, preprocess and train outputs made on the same keys (the
+stage, its settings, the source data's fingerprint and its inputs' keys): the stage cache under
+``<run.pipeline_root>/cache`` (:mod:`torchkfp.stage_cache`), which the stages learn from the
+``TORCHKFP_CACHE_ROOT`` environment variable. ``reuse=False`` (``torchkfp run --no-cache``) runs
+every stage afresh and still stores its outputs. The summary says per stage whether it was a
+cache ``hit`` or ``miss``, and so does the console (a ``[cache]`` line per stage)."""
 
 import collections
 import contextlib
@@ -30,16 +38,19 @@ from typing import Any
 from torchkfp.pipelines.flights_delay import build_pipeline
 
 from torchkfp.config import Config
+from torchkfp.stage_cache import CACHE_REUSE_ENV, CACHE_ROOT_ENV, STATUS_METADATA
 from torchkfp.stage_settings import pipeline_parameters
 from torchkfp.training.launcher import CHECKPOINT_ROOT_ENV
 
-STAGES = ("ingest", "preprocess", "train", "evaluate", "deploy")  # kfp names tasks by component
+# kfp names tasks by component
+STAGES = ("fingerprint", "ingest", "preprocess", "train", "evaluate", "deploy")
+CACHED_STAGES = ("ingest", "preprocess", "train")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PROGRESS = re.compile(
     r"Executing task '([\w\-]+)'|Task '([\w\-]+)' finished with status (\w+)"
-    r"|Pipeline '[\w\-]+' finished with status (\w+)|^\s*(\[train\].*)$"
+    r"|Pipeline '[\w\-]+' finished with status (\w+)|^\s*(\[(?:train|cache)\].*)$"
 )
 _TRACEBACK = "Traceback (most recent call last):"
 _EXC_LINE = re.compile(r"([A-Za-z_][\w.]*)(?::\s?(.*))?")
@@ -240,27 +251,31 @@ def checkpoint_root(cfg: Config) -> Path:
     return Path(cfg.run.pipeline_root).resolve() / "checkpoints"
 
 
+def cache_root(cfg: Config) -> Path:
+    """Where ``run_local`` keeps the stage cache (:mod:`torchkfp.stage_cache`)."""
+    return Path(cfg.run.pipeline_root).resolve() / "cache"
+
+
 @contextlib.contextmanager
-def _checkpoint_env(root: Path | None):
-    """``TORCHKFP_CHECKPOINT_ROOT`` for the run's stages (subprocesses inherit it): set to
-    ``root``, or unset (also when the caller's shell had it) so a run without resume trains
-    from scratch whatever the environment; restored afterwards."""
-    before = os.environ.get(CHECKPOINT_ROOT_ENV)
-    if root is None:
-        os.environ.pop(CHECKPOINT_ROOT_ENV, None)
+def _env(name: str, value: str | None):
+    """The environment variable ``name`` for the run's stages (subprocesses inherit it): set
+    to ``value``, or unset (also when the caller's shell had it); restored afterwards."""
+    before = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
     else:
-        os.environ[CHECKPOINT_ROOT_ENV] = str(root)
+        os.environ[name] = value
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop(CHECKPOINT_ROOT_ENV, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[CHECKPOINT_ROOT_ENV] = before
+            os.environ[name] = before
 
 
 def run_local(
-    cfg: Config, quiet_kfp: bool = False, resume: bool = False
+    cfg: Config, quiet_kfp: bool = False, resume: bool = False, reuse: bool = True
 ) -> tuple[dict[str, Any], str]:
     """Run the local DAG; return (summary, summary path). Raises PipelineFailed (after writing
     the summary) if any stage failed: its ``error`` is the exception the failed stage died of
@@ -268,7 +283,11 @@ def run_local(
     kfp's "Inner task failed".
 
     ``resume``: training checkpoints under :func:`checkpoint_root` and resumes from an earlier
-    run's checkpoint for the same features and train settings (else: from scratch)."""
+    run's checkpoint for the same features and train settings (else: from scratch).
+
+    ``reuse``: ingest, preprocess and train reuse the stage cache's outputs (under
+    :func:`cache_root`) made on the same keys; False runs them afresh (their outputs are
+    stored all the same)."""
     import kfp.local
 
     started = dt.datetime.now(dt.timezone.utc)
@@ -291,9 +310,13 @@ def run_local(
     # sys.stdout: all of it passes through `output` (kfp.log, the terminal, the failed task)
     output = _KfpOutput(log_path, sys.stdout, quiet=quiet_kfp)
     ck_root = checkpoint_root(cfg) if resume else None
+    cache = {"root": str(cache_root(cfg)), "reuse": reuse}
     with contextlib.ExitStack() as stack:
         stack.callback(output.close)
-        stack.enter_context(_checkpoint_env(ck_root))
+        # unset without resume: training starts from scratch whatever the caller's shell has
+        stack.enter_context(_env(CHECKPOINT_ROOT_ENV, None if ck_root is None else str(ck_root)))
+        stack.enter_context(_env(CACHE_ROOT_ENV, cache["root"]))
+        stack.enter_context(_env(CACHE_REUSE_ENV, "1" if reuse else "0"))
         stack.enter_context(_exact_python_swap())
         stack.enter_context(contextlib.redirect_stdout(output))
         if quiet_kfp:
@@ -315,7 +338,14 @@ def run_local(
             error = runner_error
     run_dir = _run_dir(root)
     summary = summarize(
-        run_dir, cfg, wall, error, started, failed_stage=failed_stage, resume_root=ck_root
+        run_dir,
+        cfg,
+        wall,
+        error,
+        started,
+        failed_stage=failed_stage,
+        resume_root=ck_root,
+        cache=cache,
     )
     if runner_error:
         summary["error_type"] = error_type
@@ -345,9 +375,11 @@ def summarize(
     started: dt.datetime,
     failed_stage: str | None = None,
     resume_root: Path | None = None,
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run summary. ``resume_root``: the checkpoint root of a run with resume (None:
-    without)."""
+    without). ``cache``: the stage cache's ``root`` and whether it was ``reuse``d (None: no
+    stage cache)."""
     stages: dict[str, Any] = {}
     for name in STAGES:
         out = _task_outputs(run_dir / name) if run_dir else None
@@ -358,6 +390,9 @@ def summarize(
         if secs is None:  # evaluate returns only its decision; its time is in the report
             secs = (out["artifacts"].get("report") or {}).get("metadata", {}).get("seconds")
         stages[name] = {"status": "succeeded", "wall_seconds": secs, **out}
+        cached = [(a.get("metadata") or {}).get(STATUS_METADATA) for a in out["artifacts"].values()]
+        if name in CACHED_STAGES and any(cached):
+            stages[name]["cache"] = next(c for c in cached if c)
     if error and failed_stage in stages:  # the stage whose own output says it failed
         stages[failed_stage]["status"] = "failed"
     elif error and failed_stage is None and run_dir is not None:
@@ -409,6 +444,10 @@ def summarize(
         },
         "world_size": train.get("outputs", {}).get("world_size"),
         "samples_per_s": train.get("outputs", {}).get("samples_per_s"),
+        "source_fingerprint": {
+            k: stages["fingerprint"].get("outputs", {}).get(k)
+            for k in ("fingerprint", "method", "detail")
+        },
         "data_fingerprint": stages["ingest"].get("outputs", {}).get("fingerprint"),
         "rows": stages["ingest"]
         .get("artifacts", {})
@@ -421,7 +460,11 @@ def summarize(
         "model": model_went,
         "training": model_meta.get("training"),
         "resume": _resume_summary(resume_root, train, model_meta),
-        "stages": {k: {"status": v["status"]} for k, v in stages.items()},
+        "cache": cache,
+        "stages": {
+            k: {"status": v["status"], **({"cache": v["cache"]} if "cache" in v else {})}
+            for k, v in stages.items()
+        },
     }
 
 
@@ -431,9 +474,12 @@ def _resume_summary(
     """Whether the run asked to resume, the checkpoint folder its training used, and the
     epoch training resumed after (None: from scratch, or training did not finish)."""
     kfp_meta = (train.get("artifacts", {}).get("model") or {}).get("metadata") or {}
+    reused = kfp_meta.get(STATUS_METADATA) == "hit"  # no training ran: nothing resumed
     return {
         "requested": root is not None,
         "checkpoint_root": str(root) if root is not None else None,
         "checkpoint_dir": kfp_meta.get("checkpoint_dir"),
-        "resumed_from_epoch": (model_meta.get("training") or {}).get("resumed_from_epoch"),
+        "resumed_from_epoch": None
+        if reused
+        else (model_meta.get("training") or {}).get("resumed_from_epoch"),
     }

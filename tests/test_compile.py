@@ -92,8 +92,10 @@ def test_gate_and_deploy_settings_change_only_evaluate_and_deploy(tmp_path, vert
     )
     a = resolved_tasks(compiled("vertex", vertex_cfg, tmp_path / "a.yaml"))
     b = resolved_tasks(compiled("vertex", other, tmp_path / "b.yaml"))
-    assert set(a) == set(b) == {"ingest", "preprocess", "train", "evaluate", "deploy"}
-    for name in ("ingest", "preprocess", "train"):
+    assert (
+        set(a) == set(b) == {"fingerprint", "ingest", "preprocess", "train", "evaluate", "deploy"}
+    )
+    for name in ("fingerprint", "ingest", "preprocess", "train"):
         assert a[name] == b[name], name
     assert a["evaluate"]["parameters"] != b["evaluate"]["parameters"]
     assert a["deploy"]["parameters"] != b["deploy"]["parameters"]
@@ -114,13 +116,95 @@ def test_pipeline_parameters_are_the_sections(tmp_path, vertex_cfg):
     assert params["train_config"]["parameterType"] == "STRUCT"
 
 
-def test_data_fingerprint_is_in_the_cache_key_of_preprocess_and_train(tmp_path, small_config):
-    tasks = compiled("local", small_config, tmp_path / "p.yaml")["root"]["dag"]["tasks"]
+def task_graph(spec: dict) -> tuple[dict[str, bool], list[tuple[str, str, str]]]:
+    """(caching enabled per executor task, artifact edges (consumer, input, producer)) of a
+    compiled pipeline, condition branches included: an artifact reaching a task inside a
+    branch through the branch's inputs is traced back to the task that produced it."""
+    caching: dict[str, bool] = {}
+    edges: list[tuple[str, str, str]] = []
+
+    def walk(component: dict, scope: dict[str, str]) -> None:
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            producers = {}
+            for key, a in task.get("inputs", {}).get("artifacts", {}).items():
+                if "taskOutputArtifact" in a:
+                    producers[key] = a["taskOutputArtifact"]["producerTask"]
+                elif "componentInputArtifact" in a:
+                    producers[key] = scope[a["componentInputArtifact"]]
+            comp = spec["components"][task["componentRef"]["name"]]
+            if "dag" in comp:  # a condition branch: its tasks see these artifacts
+                walk(comp, producers)
+                continue
+            caching[name] = bool(task.get("cachingOptions", {}).get("enableCache"))
+            edges.extend((name, key, producer) for key, producer in producers.items())
+
+    walk(spec["root"], {})
+    return caching, edges
+
+
+def cached_consumers_of_uncached_artifacts(spec: dict) -> list[tuple[str, str, str]]:
+    """On Vertex AI a task's cache key holds its input artifacts' ids; an uncached producer
+    makes a new artifact every run, so a cached consumer of it could never hit."""
+    caching, edges = task_graph(spec)
+    return [(c, k, p) for c, k, p in edges if caching[c] and not caching[p]]
+
+
+def test_vertex_caching_follows_the_source_fingerprint(tmp_path, vertex_cfg):
+    spec = compiled("vertex", vertex_cfg, tmp_path / "v.yaml")
+    caching, edges = task_graph(spec)
+    assert caching == {
+        "fingerprint": False,  # cheap, and how a run notices that the data changed
+        "ingest": True,
+        "preprocess": True,
+        "train": True,
+        "evaluate": False,  # the champion may have moved
+        "deploy": False,
+    }
+    assert ("deploy", "model", "train") in edges  # traced through the promote branch
+    assert ("evaluate", "dataset", "ingest") in edges
+    assert cached_consumers_of_uncached_artifacts(spec) == []
+    # the fingerprint reaches ingest as a parameter (its value is in ingest's cache key) ...
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["fingerprint"]["inputs"].get("artifacts") is None
+    fp = tasks["ingest"]["inputs"]["parameters"]["source_fingerprint"]
+    assert fp == {
+        "taskOutputParameter": {"outputParameterKey": "fingerprint", "producerTask": "fingerprint"}
+    }
+    # ... and ingest's fingerprint of the rows it wrote reaches preprocess and train
     for name in ("preprocess", "train"):
         fp = tasks[name]["inputs"]["parameters"]["data_fingerprint"]["taskOutputParameter"]
         assert fp == {"outputParameterKey": "fingerprint", "producerTask": "ingest"}
-    assert not tasks["ingest"].get("cachingOptions", {}).get("enableCache")  # never cached
-    assert tasks["preprocess"]["cachingOptions"]["enableCache"] is True
+
+    # vertex.enable_caching=false compiles every step uncached
+    off = compiled(
+        "vertex", vertex_cfg.override({"vertex.enable_caching": False}), tmp_path / "o.yaml"
+    )
+    assert not any(task_graph(off)[0].values())
+
+
+def test_the_caching_check_finds_a_cached_consumer_of_an_uncached_artifact(tmp_path):
+    """The check above can fail: the shape this project had before (ingest uncached,
+    preprocess cached) is caught."""
+    from kfp import compiler, dsl
+
+    @dsl.component(base_image="python:3.11")
+    def make(out: dsl.Output[dsl.Dataset]):
+        pass
+
+    @dsl.component(base_image="python:3.11")
+    def use(inp: dsl.Input[dsl.Dataset]):
+        pass
+
+    @dsl.pipeline(name="shape")
+    def shape(go: bool = True):
+        made = make().set_caching_options(False)
+        with dsl.If(go == True):  # noqa: E712 (an artifact passed into a branch)
+            use(inp=made.outputs["out"]).set_caching_options(True)
+
+    path = tmp_path / "shape.yaml"
+    compiler.Compiler().compile(shape, str(path))
+    spec = yaml.safe_load(path.read_text())
+    assert cached_consumers_of_uncached_artifacts(spec) == [("use", "inp", "make")]
 
 
 def test_compile_both_targets_and_load_back(tmp_path, small_config, vertex_cfg):

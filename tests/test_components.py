@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from kfp import dsl
-from torchkfp.components import BASE_IMAGE, deploy, evaluate, ingest, preprocess, train
+from torchkfp.components import BASE_IMAGE, deploy, evaluate, fingerprint, ingest, preprocess, train
 
 from torchkfp.errors import ArtifactError
 from torchkfp.stage_settings import section_parameter
@@ -39,7 +39,7 @@ def test_stages_refuse_inputs_from_another_ingestion(tmp_path, stage_outputs):
 
 
 def test_components_use_the_one_base_image_and_skip_kfp_install():
-    for op in (ingest, preprocess, train, evaluate, deploy):
+    for op in (fingerprint, ingest, preprocess, train, evaluate, deploy):
         c = op.component_spec.implementation.container
         assert c.image == BASE_IMAGE, op.name
         assert "pip install" not in " ".join(c.command), op.name

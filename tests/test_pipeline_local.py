@@ -28,7 +28,15 @@ def test_dag_runs_end_to_end_promotes_then_gates_on_champion(dag_run):
     small_config, summary = dag_run["config"], dag_run["summary"]
     assert "pipeline succeeded" in dag_run["stdout"]  # the CLI's printed summary
     assert summary["status"] == "succeeded"
-    assert set(summary["stage_seconds"]) == {"ingest", "preprocess", "train", "evaluate", "deploy"}
+    assert set(summary["stage_seconds"]) == {
+        "fingerprint",
+        "ingest",
+        "preprocess",
+        "train",
+        "evaluate",
+        "deploy",
+    }
+    assert summary["source_fingerprint"]["method"] == "duckdb-content"
     assert summary["world_size"] == 2
     assert 0.5 < summary["metrics"]["roc_auc"] < 1
     assert summary["gate"]["promote"] is True
@@ -58,8 +66,17 @@ def test_dag_runs_end_to_end_promotes_then_gates_on_champion(dag_run):
     assert deploy["parameterValues"]["version"] == "1"
     assert deploy["parameterValues"]["location"] == summary["model"]["path"]
 
-    # same data, same seed: the new candidate ties the champion and must not replace it
+    # same data, same settings: ingest, preprocess and train reuse the first run's outputs
+    # (the stage cache); the candidate ties the champion and must not replace it
     summary2, _ = run_local(small_config, quiet_kfp=True)
+    assert {k: v.get("cache") for k, v in summary2["stages"].items()} == {
+        "fingerprint": None,
+        "ingest": "hit",
+        "preprocess": "hit",
+        "train": "hit",
+        "evaluate": None,
+        "deploy": None,
+    }
     assert summary2["gate"]["promote"] is False
     assert "deploy" not in summary2["stage_seconds"]
     assert summary2["champion_metrics"]["roc_auc"] == pytest.approx(summary["metrics"]["roc_auc"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    # never cached: the source data's fingerprint, which keys ingest's cache
+    "fingerprint": ("warehouse", "split"),
     "ingest": ("warehouse", "data", "split"),
     "preprocess": ("data", "preprocess"),
     "train": ("train",),

@@ -412,10 +412,10 @@ def test_torchkfp_run_resume_after_a_killed_run(tmp_path, warehouse_path, slim, 
 
 
 def test_resume_folder_follows_data_and_settings(tmp_path, slim, monkeypatch):
-    """Where the train step checkpoints: AIP_CHECKPOINT_DIR first; with --resume's
-    TORCHKFP_CHECKPOINT_ROOT, a folder named by the features and the train settings (not
+    """Where the train step checkpoints: with --resume's TORCHKFP_CHECKPOINT_ROOT, else
+    Vertex AI's AIP_CHECKPOINT_DIR, a folder named by the features and the train settings (not
     timeout_s); else per run. A run without --resume unsets an inherited root."""
-    from torchkfp.pipelines.local import _checkpoint_env
+    from torchkfp.pipelines.local import _env
 
     from torchkfp.training import CHECKPOINT_ROOT_ENV, checkpoint_key, default_checkpoint_dir
 
@@ -428,12 +428,15 @@ def test_resume_folder_follows_data_and_settings(tmp_path, slim, monkeypatch):
     monkeypatch.setenv(CHECKPOINT_ROOT_ENV, str(tmp_path / "cks"))
     assert default_checkpoint_dir(tmp_path / "m", key) == str(tmp_path / "cks" / key)
     assert default_checkpoint_dir(tmp_path / "m") == str(tmp_path / "m") + "-checkpoints"
-    with _checkpoint_env(None):
+    with _env(CHECKPOINT_ROOT_ENV, None):
         assert CHECKPOINT_ROOT_ENV not in os.environ
         assert default_checkpoint_dir(tmp_path / "m", key) == str(tmp_path / "m") + "-checkpoints"
     assert os.environ[CHECKPOINT_ROOT_ENV] == str(tmp_path / "cks")
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://b/job/ck")
-    assert default_checkpoint_dir(tmp_path / "m", key) == "/gcs/b/job/ck"
+    assert default_checkpoint_dir(tmp_path / "m", key) == str(tmp_path / "cks" / key)
+    monkeypatch.delenv(CHECKPOINT_ROOT_ENV)
+    assert default_checkpoint_dir(tmp_path / "m", key) == f"/gcs/b/job/ck/{key}"
+    assert default_checkpoint_dir(tmp_path / "m") == str(tmp_path / "m") + "-checkpoints"
 
 
 # ---- 4. checkpoint folder faults --------------------------------------------------------

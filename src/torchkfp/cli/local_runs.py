@@ -32,7 +32,14 @@ def run(
         help="Checkpoint training under <run.pipeline_root>/checkpoints/<key> (key: the "
         "features and the train settings but timeout_s) and resume from the last checkpoint "
         "an earlier --resume run on the same data with the same settings left there. "
-        "Without it every run trains from scratch.",
+        "Without it, training that does run starts from scratch.",
+    ),
+    no_cache: bool = typer.Option(
+        False,
+        "--no-cache",
+        help="Run ingest, preprocess and train afresh instead of reusing the stage cache "
+        "(<run.pipeline_root>/cache: outputs of earlier runs on the same data and settings); "
+        "their outputs are still stored there.",
     ),
 ) -> None:
     """Run the whole DAG locally (kfp.local, embedded defaults: DuckDB, local registry).
@@ -41,9 +48,13 @@ def run(
       torchkfp run\n
       torchkfp run --set train.epochs=3\n
       torchkfp run --resume  (again after a killed run: training goes on where it stopped)\n
+      torchkfp run --no-cache  (rerun every stage, even if the data and settings are unchanged)\n
       torchkfp run -q -c my.yaml --set split.validation_start=2013-05-01 \\
         --set split.test_start=2013-06-01\n
       torchkfp init --data my.parquet --label churned --out my.yaml  (then: run -c my.yaml)
+
+    Ingest, preprocess and train reuse an earlier run's outputs when the source data's
+    fingerprint and their settings are unchanged (the summary says "cache hit").
 
     A failed stage: its exception (type and message) is printed as one `error:` line and
     recorded in the run summary (exit code 1).
@@ -52,7 +63,7 @@ def run(
 
     cfg = load_config(config, set_)
     try:
-        summary, path = run_local(cfg, quiet_kfp=quiet, resume=resume)
+        summary, path = run_local(cfg, quiet_kfp=quiet, resume=resume, reuse=not no_cache)
     except PipelineFailed as e:
         if e.summary:
             print_summary(e.summary)
@@ -75,7 +86,8 @@ def print_summary(s: dict[str, Any]) -> None:
     for name, st in s["stages"].items():
         secs = s["stage_seconds"].get(name)
         t = f"{secs:6.1f}s" if secs is not None else "     - "
-        typer.echo(f"  {name:<11} {st['status']:<10} {t}")
+        cache = f"  cache {st['cache']}" if st.get("cache") else ""
+        typer.echo(f"  {name:<11} {st['status']:<10} {t}{cache}")
     m = s.get("metrics") or {}
     scalars = {
         k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -84,7 +96,10 @@ def print_summary(s: dict[str, Any]) -> None:
         shown = (f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in scalars.items())
         typer.echo("  test: " + " ".join(shown))
     r = s.get("resume") or {}
-    if r.get("requested") and s["stages"].get("train", {}).get("status") == "succeeded":
+    train = s["stages"].get("train", {})
+    if r.get("requested") and train.get("cache") == "hit":
+        typer.echo("  training: reused from the stage cache (nothing to resume)")
+    elif r.get("requested") and train.get("status") == "succeeded":
         frm = r.get("resumed_from_epoch")
         how = f"resumed after epoch {frm}" if frm is not None else "from scratch"
         typer.echo(f"  training: {how} (checkpoints: {r.get('checkpoint_dir')})")
