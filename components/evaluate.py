@@ -1,4 +1,4 @@
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 from torchkfp.components._base import component
 
 
@@ -12,6 +12,7 @@ def evaluate(
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[Artifact],
+    html_report: Output[HTML],
 ) -> bool:
     """Test metrics for the candidate (and the registry's champion); returns the promotion
     decision.
@@ -21,6 +22,10 @@ def evaluate(
     is never cached). A champion that cannot be used (its artifacts deleted, its alias
     dangling) is "no usable champion": the gate uses the thresholds only and ``notes`` in the
     report and its metadata say why.
+
+    report: the evaluation as JSON (metrics, gate reasons, per-slice metrics); html_report:
+    the same as a self-contained HTML page (plots, champion beside candidate, training curves,
+    slices), which the Vertex AI console shows.
 
     The decision is the single return value (``Output``) on purpose: kfp 2.17's local runner
     cannot resolve a dsl.If condition on a named output of a multi-output component."""
@@ -46,6 +51,10 @@ def evaluate(
     if r.confusion:  # binary and multi-class
         classification_metrics.log_confusion_matrix(*r.confusion_matrix())
     r.save(report.path)
+    r.save_html(html_report.path)
+    html_report.metadata.update(
+        {"promote": r.promote, "metric": r.metric, r.metric: r.metrics.get(r.metric)}
+    )
     report.metadata.update(
         {
             "task": r.task,
@@ -53,6 +62,7 @@ def evaluate(
             "promote": r.promote,
             "reasons": r.reasons,
             "notes": r.notes,  # why there is no usable champion, when that is the case
+            "blocked_slices": r.blocked_slices(),
             "seconds": time.perf_counter() - t0,
         }
     )

@@ -457,6 +457,8 @@ def summarize(
         "metrics": report.get("metrics"),
         "champion_metrics": report.get("champion_metrics"),
         "gate": {"promote": promote, "reasons": report.get("reasons")},
+        "report_html": (ev.get("artifacts", {}).get("html_report") or {}).get("uri"),
+        "slices": report.get("slices"),
         "model": model_went,
         "training": model_meta.get("training"),
         "resume": _resume_summary(resume_root, train, model_meta),

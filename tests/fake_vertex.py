@@ -11,7 +11,8 @@ just enough of the API for torchkfp: pipeline jobs (create, get with scripted st
 transitions), schedules (create, list, get, pause, resume, delete), models (upload, list, get,
 ``ID@alias`` / ``ID@version`` lookups, mergeVersionAliases) and endpoints (list, create, get,
 patch with an update mask, deployModel, undeployModel; the endpoint keeps its ``deployedModels``
-(each with the ``modelVersionId`` it serves) and ``trafficSplit`` up to date). Every answer is a
+(each with the ``modelVersionId`` it serves) and ``trafficSplit`` up to date) and
+hyperparameter tuning jobs (create, get: the job stays pending). Every answer is a
 well-formed resource (the SDK parses replies into protobuf messages and reads their fields);
 long-running operations come back already done, or already failed.
 """
@@ -70,6 +71,7 @@ class _State:
     model_versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuning_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # google.rpc.Code name -> (its number, the HTTP status the REST API answers with)
@@ -238,6 +240,8 @@ class FakeVertex:
             ("PATCH", r"/endpoints/(?P<id>[^/:]+)", self._update_endpoint),
             ("POST", r"/endpoints/(?P<id>[^/:]+):deployModel", self._deploy_model),
             ("POST", r"/endpoints/(?P<id>[^/:]+):undeployModel", self._undeploy_model),
+            ("POST", r"/hyperparameterTuningJobs", self._create_tuning_job),
+            ("GET", r"/hyperparameterTuningJobs/(?P<id>[^/:]+)", self._get_tuning_job),
             ("GET", r"/operations/(?P<id>[^/:]+)", self._get_operation),
             ("GET", r"/.*/operations/(?P<id>[^/:]+)", self._get_operation),
         ]
@@ -274,6 +278,32 @@ class FakeVertex:
         if id not in self.state.operations:
             raise ApiError(404, "NOT_FOUND", f"operation {id} not found")
         return self.state.operations[id]
+
+    # ---- hyperparameter tuning jobs ----------------------------------------------------
+    def _create_tuning_job(self, r: Request, loc: str) -> dict:
+        body = dict(r.body or {})
+        for key in ("displayName", "studySpec", "maxTrialCount", "parallelTrialCount"):
+            if not body.get(key):
+                raise ApiError(
+                    400, "INVALID_ARGUMENT", f"hyperparameterTuningJob.{key} is required"
+                )
+        pools = (body.get("trialJobSpec") or {}).get("workerPoolSpecs") or []
+        if not pools or not all(p.get("containerSpec", {}).get("imageUri") for p in pools):
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                "trialJobSpec.workerPoolSpecs need a containerSpec.imageUri",
+            )
+        name = f"{loc}/hyperparameterTuningJobs/{self._new_id()}"
+        body.update(name=name, state="JOB_STATE_PENDING", createTime=_now(), updateTime=_now())
+        self.state.tuning_jobs[name] = body
+        return body
+
+    def _get_tuning_job(self, r: Request, loc: str, id: str) -> dict:
+        name = f"{loc}/hyperparameterTuningJobs/{id}"
+        if name not in self.state.tuning_jobs:
+            raise ApiError(404, "NOT_FOUND", f"hyperparameter tuning job {name} not found")
+        return self.state.tuning_jobs[name]
 
     # ---- pipeline jobs -----------------------------------------------------------------
     def _create_pipeline_job(self, r: Request, loc: str) -> dict:

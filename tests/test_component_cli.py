@@ -123,6 +123,11 @@ def test_chained_stages_equal_the_dag(chain, dag):
     assert ev["promote"] is True and ev["champion"] is None and ev["reasons"][0] == "promote"
     report = json.loads((chain["work"] / "report.json").read_text())
     assert report["metrics"] == ev["metrics"] and report["promote"] is True
+    # the HTML report beside the JSON one (--report-out without --html-out)
+    html = chain["work"] / "report.html"
+    assert ev["report_html"] == str(html) and ev["blocked_slices"] == []
+    page = html.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "ROC curve" in page and 'id="slices"' in page
 
 
 def test_deploy_moves_the_alias(chain):
@@ -249,6 +254,32 @@ def test_stage_errors_are_one_line_and_exit_non_zero(chain, tmp_path):
         "--no-champion",
     )
     assert code == 2 and "exclude each other" in err
+
+    # a slice column the test split lacks: a config error before anything is scored
+    code, out, err = run(
+        "evaluate",
+        "--model",
+        str(w / "model"),
+        "--dataset",
+        str(w / "dataset"),
+        "--no-champion",
+        "--set",
+        "evaluate.slice_columns=[carrier, airline]",
+    )
+    assert code == 2 and out == ""
+    assert err.startswith("error: evaluate: evaluate.slice_columns: ['airline'] not column(s)")
+    # the HTML report may not be written into an input folder
+    code, out, err = run(
+        "evaluate",
+        "--model",
+        str(w / "model"),
+        "--dataset",
+        str(w / "dataset"),
+        "--html-out",
+        str(w / "model" / "r.html"),
+    )
+    assert code == 2 and "--html-out" in err and "is inside --model" in err
+    assert not (w / "model" / "r.html").exists()
 
     code, out, err = run("deploy", "--model", str(w / "model"), "--if-promoted", str(w / "x.json"))
     assert code == 2 and "is not an evaluate report" in err and out == ""

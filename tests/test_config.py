@@ -138,7 +138,7 @@ def test_a_section_on_its_own_reports_errors_with_its_name():
 
 
 def test_sections_in_order_and_frozen():
-    names = "warehouse data split preprocess train evaluate deploy vertex run batch"
+    names = "warehouse data split preprocess train evaluate deploy vertex run batch tune"
     assert SECTIONS == tuple(names.split())
     cfg = Config()
     assert cfg.section("train") is cfg.train
@@ -187,7 +187,7 @@ def test_several_errors_come_as_one_message():
         Config.from_dict({"train": {"epochs": 0, "dropout": 2}, "bogus": 1})
     assert str(e.value) == (
         "unknown setting(s) ['bogus'] in config; valid: ['batch', 'data', 'deploy', 'evaluate', "
-        "'preprocess', 'run', 'split', 'train', 'vertex', 'warehouse']; "
+        "'preprocess', 'run', 'split', 'train', 'tune', 'vertex', 'warehouse']; "
         "train.epochs must be >= 1; train.dropout must be in [0, 1)"
     )
 

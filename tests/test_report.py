@@ -77,7 +77,17 @@ def _figures(page: str) -> list[str]:
             ],
             True,
         ),
-        ("multiclass", ["Reliability of the top class", "Training curves"], True),
+        (
+            "multiclass",
+            [
+                "One-vs-rest ROC curves, candidate",
+                "One-vs-rest precision-recall curves, candidate",
+                "Candidate top-class probability histogram",
+                "Reliability of the top class",
+                "Training curves",
+            ],
+            True,
+        ),
         (
             "regression",
             [
@@ -130,3 +140,73 @@ def test_curves_helpers():
     assert precision.tolist() == [1.0, 0.5, 2 / 3, 0.5]
     mean_p, freq = reliability(np.array([0, 1, 1]), np.array([0.05, 0.95, 0.91]), bins=10)
     assert mean_p == pytest.approx([0.05, 0.93]) and freq == [0.0, 1.0]
+
+
+def test_training_section_draws_the_validation_metric_and_learning_rate():
+    d = _data("binary")
+    d.history = [
+        {
+            "epoch": i,
+            "train_loss": 0.6 - i / 20,
+            "val_loss": 0.58 - i / 30,
+            "val_roc_auc": 0.6 + i / 50,
+            "learning_rate": 0.003 / (i + 1),
+        }
+        for i in range(4)
+    ]
+    d.best_epoch = 3
+    page = render(d)
+    training = page.split('id="training"')[1].split('id="slices"')[0]
+    assert _figures(training) == [
+        "Training curves",
+        "Validation roc_auc per epoch",
+        "Learning rate",
+    ]
+    assert "kept the weights of epoch 3" in training
+    # an artifact without history still gets the section, saying so
+    d.history, d.best_epoch = [], None
+    assert "No training history recorded" in render(d)
+
+
+def test_slices_section_names_the_blocking_slice_nulls_and_notes():
+    d = _data("regression")
+    d.slices = [
+        {
+            "column": "manufacturer",
+            "value": None,
+            "examples": 676,
+            "candidate": 10.0,
+            "champion": 9.0,
+            "delta": 1.0,
+            "blocked": True,
+            "note": None,
+        },
+        {
+            "column": "carrier",
+            "value": "HA",
+            "examples": 5,
+            "candidate": None,
+            "champion": None,
+            "delta": None,
+            "blocked": False,
+            "note": "not comparable: one label value only: r2 undefined",
+        },
+    ]
+    d.slice_notes = ["dest: 80 values; the 50 with the most test rows are shown and gated"]
+    d.slice_min_examples, d.slice_tolerance = 200, 0.5
+    page = render(d)
+    slices = page.split('id="slices"')[1]
+    assert "Blocked by slice(s): manufacturer=NULL" in slices
+    assert "<td>NULL</td>" in slices and "r2 undefined" in slices
+    assert "slices with at least 200 test rows are gated" in slices
+    assert "the 50 with the most test rows" in slices
+
+
+def test_a_champion_without_predictions_is_in_the_table_not_on_the_plots():
+    d = _data("multiclass")
+    d.champion = ModelScores("champion", None, {"log_loss": 0.9})
+    page = render(d)
+    assert "<th>champion</th>" in page and ">0.9000<" in page
+    # the reliability plot has only the candidate's legend entry
+    rel = page.split("<figcaption>Reliability of the top class</figcaption>")[1].split("</svg>")[0]
+    assert ">candidate<" in rel and ">champion<" not in rel

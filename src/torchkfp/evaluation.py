@@ -9,6 +9,18 @@ metric's direction) by more than ``evaluate.champion_margin``; a metric that is 
 number never passes. Finding the champion is the registry's job
 (:func:`torchkfp.registry.open_registry`): this stage gets its folder.
 
+Slices (``evaluate.slice_columns``): the test rows are grouped by each configured column's
+values (NULL is a value of its own; per column the :data:`MAX_SLICE_VALUES` values with the most
+rows), and ``metric`` is computed per slice for the candidate and the champion on the same rows.
+On a slice with at least ``evaluate.slice_min_examples`` rows, a candidate worse than the
+champion by more than ``evaluate.slice_tolerance`` (in the metric's direction) blocks the
+promotion, with a reason naming the slice. Smaller slices are shown and never block; a slice on
+which the metric is undefined (binary roc_auc with one class, r2 with one label value) is "not
+comparable" and never blocks. The whole-test-set gate is unchanged.
+
+Alongside the JSON report, :meth:`EvalResult.html` renders the HTML report
+(:mod:`torchkfp.report`) from the predictions this stage already computed.
+
 A champion that cannot be used (the registry found its artifacts deleted or its alias dangling,
 or its folder fails to load or to score this test set) is "no usable champion": the gate uses
 the absolute thresholds alone and the reason is recorded in ``notes`` (and ``reasons``) of the
@@ -24,13 +36,15 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from torchkfp import metrics
+from torchkfp import report as html_report
 from torchkfp.artifacts import dataset as dataset_artifact
 from torchkfp.config import ConfigError, EvaluateConfig
 from torchkfp.errors import ArtifactError
@@ -38,6 +52,9 @@ from torchkfp.predictor import Predictor
 
 NO_CHAMPION = "no champion yet"
 NO_USABLE_CHAMPION = "no usable champion (see notes); gating on the thresholds only"
+MAX_SLICE_VALUES = 50
+"""Per slice column, the values with the most test rows that are shown and gated (the others
+are counted in ``slice_notes``), so a column with thousands of values stays readable."""
 
 
 @dataclass
@@ -84,7 +101,17 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
     """Why there is no usable champion (its artifacts gone, its alias dangling, it cannot
     score this test set), when that is the case."""
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    """Per slice (``evaluate.slice_columns``): ``column``, ``value`` (None: NULL),
+    ``examples``, ``candidate`` and ``champion`` (``metric`` on the slice's rows; None when
+    there is no champion or the metric is undefined there), ``delta`` (candidate - champion),
+    ``gated`` (enough rows to block), ``blocked`` (it blocked the promotion) and ``note``
+    (why a slice is not gated or not comparable)."""
+    slice_notes: list[str] = field(default_factory=list)
+    """Per slice column with more than :data:`MAX_SLICE_VALUES` values: what was left out."""
     seconds: float = 0.0
+    report_data: html_report.ReportData | None = field(default=None, repr=False, compare=False)
+    """What the HTML report draws (the predictions on the test rows); not in the JSON."""
 
     def roc_columns(self) -> tuple[list[float], list[float], list[float]]:
         """(fpr, tpr, thresholds) as KFP's ClassificationMetrics.log_roc_curve takes them."""
@@ -96,11 +123,33 @@ class EvalResult:
         return [str(c) for c in self.classes], self.confusion or []
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write the report JSON (parent folders created)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=1))
-        return str(p)
+        """Write the report JSON (parent folders created; written whole or not at all)."""
+        return _write_atomic(path, json.dumps(self.to_dict(), indent=1, default=str))
+
+    def blocked_slices(self) -> list[str]:
+        """``column=value`` of every slice that blocked the promotion."""
+        return [f"{s['column']}={value_text(s['value'])}" for s in self.slices if s["blocked"]]
+
+    def html(self) -> str:
+        """The HTML report (:func:`torchkfp.report.render`): plots, metrics beside the
+        champion's, the gate's reasons, training curves and slices."""
+        if self.report_data is None:
+            raise ValueError(
+                "this result holds no predictions to draw (made by evaluate_candidate)"
+            )
+        d = replace(
+            self.report_data,
+            promote=self.promote,
+            reasons=list(self.reasons),
+            slices=self.slices,
+            slice_notes=list(self.slice_notes),
+            details={**self.report_data.details, "champion model": self.champion or "none"},
+        )
+        return html_report.render(d)
+
+    def save_html(self, path: str | os.PathLike) -> str:
+        """Write the HTML report (parent folders created; written whole or not at all)."""
+        return _write_atomic(path, self.html())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,8 +162,24 @@ class EvalResult:
             "promote": self.promote,
             "reasons": self.reasons,
             "notes": self.notes,
+            "slices": self.slices,
+            "slice_notes": self.slice_notes,
             "seconds": self.seconds,
         }
+
+
+def _write_atomic(path: str | os.PathLike, text: str) -> str:
+    """``text`` to ``path`` through a temporary file in the same folder, then a rename: a
+    reader never sees half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(p)
 
 
 def _finite(x: Any) -> bool:
@@ -160,11 +225,14 @@ def gate(
 
 def score(p: Predictor, test: pd.DataFrame, threshold: float) -> dict[str, Any]:
     """A model's metrics on the raw test rows (its own transform and classes), plus the
-    curves and matrices that go with them."""
+    curves and matrices that go with them, and what they were computed from: ``pred`` (the
+    predictions) and ``y`` (classification: class indices in the model's ``classes`` order;
+    regression: the label in its units)."""
     tgt = p.target
     pred = p.predict(test)
     if p.task == "regression":
-        return {"metrics": metrics.regression_report(tgt.values(test[tgt.label]), pred)}
+        y = tgt.values(test[tgt.label])
+        return {"metrics": metrics.regression_report(y, pred), "pred": pred, "y": y}
     y = tgt.encode(test[tgt.label], "test")
     if p.task == "binary":
         fpr, tpr, th = metrics.roc_curve(y, pred)
@@ -173,9 +241,174 @@ def score(p: Predictor, test: pd.DataFrame, threshold: float) -> dict[str, Any]:
             "metrics": metrics.classification_report(y, pred, threshold),
             "confusion": [[c["tn"], c["fp"]], [c["fn"], c["tp"]]],
             "roc": metrics.downsample_roc(fpr, tpr, th),
+            "pred": pred,
+            "y": y,
         }
     cm = metrics.multiclass_confusion(y, pred.argmax(axis=1), len(tgt.classes))
-    return {"metrics": metrics.multiclass_report(y, pred), "confusion": cm.tolist()}
+    return {
+        "metrics": metrics.multiclass_report(y, pred),
+        "confusion": cm.tolist(),
+        "pred": pred,
+        "y": y,
+    }
+
+
+# ---- slices ------------------------------------------------------------------------------------
+def check_slice_columns(names: list[str], columns: list[str]) -> list[str]:
+    """The configured slice columns (each once, in order); ConfigError naming any that is not
+    a column of the test split, with the columns it has."""
+    wanted = list(dict.fromkeys(names))
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise ConfigError(
+            f"evaluate.slice_columns: {missing} not column(s) of the dataset's test split; "
+            f"its columns are {list(columns)}: list some of them, or none"
+        )
+    return wanted
+
+
+def _plain(v: Any) -> Any:
+    """A slice value as JSON holds it: None for NULL/NaN, Python scalars, dates as ISO text."""
+    if v is None:
+        return None
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):  # not a scalar
+        return str(v)
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, bool | int | float | str):
+        return v
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v)
+
+
+def value_text(v: Any) -> str:
+    """A slice value as the report and the gate's reasons write it (None: ``NULL``)."""
+    return "NULL" if v is None else str(v)
+
+
+@dataclass
+class SliceGate:
+    """The slice check of one evaluation: the gate metric on every slice of the test rows."""
+
+    task: str
+    metric: str
+    higher_is_better: bool
+    threshold: float
+    min_examples: int
+    tolerance: float
+    max_values: int = MAX_SLICE_VALUES
+
+    @classmethod
+    def for_rules(cls, ec: EvaluateConfig, rules: GateRules, task: str) -> SliceGate:
+        return cls(
+            task,
+            rules.metric,
+            rules.higher_is_better,
+            ec.threshold,
+            ec.slice_min_examples,
+            ec.slice_tolerance,
+        )
+
+    def value(self, y: np.ndarray, pred: np.ndarray) -> tuple[float | None, str | None]:
+        """The metric on one slice's rows, or (None, why it is undefined there)."""
+        m = self.metric
+        if self.task == "binary":
+            if m == "roc_auc" and (y.min() == y.max()):
+                return None, f"one class only: {m} undefined"
+            if m == "recall" and not y.any():
+                return None, f"no positive rows: {m} undefined"
+            if m == "precision" and not (pred >= self.threshold).any():
+                return None, f"no rows predicted positive: {m} undefined"
+            return float(metrics.classification_report(y, pred, self.threshold)[m]), None
+        if self.task == "multiclass":
+            return float(metrics.multiclass_report(y, pred)[m]), None
+        if m == "r2" and (y.min() == y.max()):
+            return None, f"one label value only: {m} undefined"
+        return float(metrics.regression_report(y, pred)[m]), None
+
+    def groups(self, values: pd.Series) -> tuple[list[tuple[Any, np.ndarray]], str | None]:
+        """(value, row positions) of the column's largest slices, most rows first (NULL is a
+        value of its own), and a note when values were left out."""
+        try:
+            codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        except TypeError as e:
+            raise ConfigError(
+                f"evaluate.slice_columns: column {values.name!r} holds values that cannot be "
+                f"grouped ({e}); slice by a column of plain values"
+            ) from None
+        counts = np.bincount(codes, minlength=len(uniques))
+        keys = [_plain(u) for u in uniques]
+        order = sorted(range(len(uniques)), key=lambda k: (-counts[k], value_text(keys[k])))
+        kept = order[: self.max_values]
+        note = None
+        if len(order) > len(kept):
+            left = order[len(kept) :]
+            note = (
+                f"{values.name}: {len(order)} values; the {len(kept)} with the most test rows "
+                f"are shown and gated, the other {len(left)} ({int(counts[left].sum())} rows) "
+                "are not"
+            )
+        by_code = np.argsort(codes, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(uniques)))]
+        return [(keys[k], by_code[bounds[k] : bounds[k + 1]]) for k in kept], note
+
+    def table(
+        self,
+        test: pd.DataFrame,
+        columns: list[str],
+        cand: tuple[np.ndarray, np.ndarray],
+        champ: tuple[np.ndarray, np.ndarray] | None,
+    ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+        """(rows, notes, blocking reasons): per column and value, the metric of the candidate
+        and the champion (``(y, pred)`` each, on all test rows in the same order)."""
+        rows: list[dict[str, Any]] = []
+        notes: list[str] = []
+        reasons: list[str] = []
+        word = "higher" if self.higher_is_better else "lower"
+        for col in columns:
+            groups, note = self.groups(test[col].rename(col))
+            if note:
+                notes.append(note)
+            for value, idx in groups:
+                n = int(idx.size)
+                c, why = self.value(cand[0][idx], cand[1][idx])
+                h = None
+                if champ is not None and why is None:
+                    h, why = self.value(champ[0][idx], champ[1][idx])
+                    why = f"champion: {why}" if why else None
+                gated = n >= self.min_examples
+                row = {
+                    "column": col,
+                    "value": value,
+                    "examples": n,
+                    "candidate": c if why is None else None,
+                    "champion": h if why is None else None,
+                    "delta": None,
+                    "gated": gated,
+                    "blocked": False,
+                    "note": f"not comparable: {why}" if why else None,
+                }
+                if not gated:
+                    less = f"fewer than {self.min_examples} rows: shown, never blocks"
+                    row["note"] = f"{row['note']}; {less}" if row["note"] else less
+                if why is None and h is not None:
+                    row["delta"] = c - h if math.isfinite(c) and math.isfinite(h) else None
+                    if gated and math.isfinite(h):
+                        worse = (h - c) if self.higher_is_better else (c - h)
+                        if not math.isfinite(c) or worse > self.tolerance:
+                            row["blocked"] = True
+                            by = f"worse by {worse:.4f}" if math.isfinite(c) else "not finite"
+                            reasons.append(
+                                f"slice {col}={value_text(value)} ({n} test rows): {self.metric} "
+                                f"{c:.4f} vs champion {h:.4f}, {by}, more than "
+                                f"slice_tolerance {self.tolerance} ({word} is better)"
+                            )
+                rows.append(row)
+        return rows, notes, reasons
 
 
 def evaluate_candidate(
@@ -186,13 +419,16 @@ def evaluate_candidate(
     notes: list[str] | None = None,
 ) -> EvalResult:
     """The candidate's metrics and the gate's decision, against the model in ``champion_dir``
-    if given. ``notes``: why the caller found no usable champion (recorded in the report)."""
+    if given. ``notes``: why the caller found no usable champion (recorded in the report).
+    The result also holds what the HTML report draws (:meth:`EvalResult.html`)."""
     t0 = time.perf_counter()
     cand = Predictor(model_dir)
     rules = GateRules.for_task(ec, cand.task)
     test = dataset_artifact.read_split(dataset_dir, "test").to_pandas()
+    slice_cols = check_slice_columns(ec.slice_columns, list(test.columns))
     scored = score(cand, test, ec.threshold)
-    champ_metrics = None
+    champ_scored = None
+    champ_classes: list[Any] = []
     notes = list(notes or [])
     if champion_dir is not None:
         try:
@@ -203,12 +439,47 @@ def evaluate_candidate(
             try:
                 if champ.task != cand.task:
                     raise ValueError(f"it is a {champ.task} model, the candidate {cand.task}")
-                champ_metrics = score(champ, test, ec.threshold)["metrics"]
+                champ_scored = score(champ, test, ec.threshold)
+                champ_classes = champ.classes
             except (KeyError, ValueError) as e:
                 notes.append(f"champion at {champion_dir} cannot score this test set ({e})")
+    champ_metrics = champ_scored["metrics"] if champ_scored else None
     promote, reasons = gate(rules, scored["metrics"], champ_metrics)
     if notes:
         reasons = [NO_USABLE_CHAMPION if r == NO_CHAMPION else r for r in reasons]
+    slices, slice_notes, blocking = SliceGate.for_rules(ec, rules, cand.task).table(
+        test,
+        slice_cols,
+        (scored["y"], scored["pred"]),
+        (champ_scored["y"], champ_scored["pred"]) if champ_scored else None,
+    )
+    if blocking:
+        if promote:
+            reasons.remove("promote")
+        promote = False
+        reasons += blocking
+    history = (cand.metadata.get("training") or {}).get("history") or []
+    data = html_report.ReportData(
+        task=cand.task,
+        y=scored["y"],
+        candidate=html_report.ModelScores("candidate", scored["pred"], scored["metrics"]),
+        champion=None
+        if champ_scored is None
+        else html_report.ModelScores(
+            "champion",
+            # drawn beside the candidate only on the same classes (same y)
+            champ_scored["pred"] if champ_classes == cand.classes else None,
+            champ_scored["metrics"],
+        ),
+        classes=cand.classes,
+        threshold=ec.threshold,
+        metric=rules.metric,
+        history=history if isinstance(history, list) else [],
+        best_epoch=(cand.metadata.get("training") or {}).get("best_epoch"),
+        slice_min_examples=ec.slice_min_examples,
+        slice_tolerance=ec.slice_tolerance,
+        details={"candidate model": str(model_dir), "dataset": str(dataset_dir)},
+    )
     return EvalResult(
         task=cand.task,
         metrics=scored["metrics"],
@@ -221,7 +492,10 @@ def evaluate_candidate(
         confusion=scored.get("confusion"),
         roc=scored.get("roc", []),
         champion=None if champion_dir is None else str(champion_dir),
+        slices=slices,
+        slice_notes=slice_notes,
         seconds=time.perf_counter() - t0,
+        report_data=data,
     )
 
 

@@ -6,11 +6,14 @@ Per task kind:
 
 - binary: ROC and precision-recall curves, a reliability (calibration) plot, the score
   histogram per class, the confusion matrix at the threshold;
-- multiclass: the confusion matrix and the reliability of the top class;
+- multiclass: one-vs-rest ROC and precision-recall curves per class, the reliability of the
+  top class, the top-class probability histogram (right vs wrong), the confusion matrix;
 - regression: predicted vs actual, the residual histogram and residuals vs predicted;
 - every kind: the gate's decision and reasons, the candidate's metrics beside the champion's,
-  the training curves from the trainer's history, and per-slice metrics (with the slices that
-  blocked a promotion marked).
+  the training curves from the trainer's history (losses, the validation metric ``val_<name>``,
+  the learning rate), and per-slice metrics (with the slices that blocked a promotion marked).
+
+:func:`find_run_report` finds a local run's report (``torchkfp report``).
 
 :func:`render` takes plain arrays and dicts (what the evaluation already computed); it does
 not read artifacts.
@@ -19,28 +22,45 @@ not read artifacts.
 from __future__ import annotations
 
 import html
+import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from torchkfp import metrics
+from torchkfp.errors import ArtifactError
 
 _W, _H = 360, 260  # plot size in px
 _PAD_L, _PAD_R, _PAD_T, _PAD_B = 48, 12, 14, 36
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+_COLORS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+_MAX_CLASS_CURVES = 10  # multiclass: one-vs-rest curves for at most this many classes
 _MAX_POINTS = 2000  # scatter plots are down-sampled to this many points
 
 
 @dataclass
 class ModelScores:
     """One model's predictions on the test rows: probabilities of the positive class (binary),
-    class probabilities [N, K] (multiclass) or values (regression)."""
+    class probabilities [N, K] (multiclass) or values (regression). ``pred`` None: only its
+    metrics are shown (e.g. a champion with other classes than the candidate's ``y``)."""
 
     name: str
-    pred: np.ndarray
+    pred: np.ndarray | None
     metrics: dict[str, float]
 
 
@@ -57,10 +77,20 @@ class ReportData:
     promote: bool | None = None
     reasons: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
-    """The trainer's per-epoch records (``epoch``, ``train_loss``, ``val_loss``, ...)."""
+    """The trainer's per-epoch records (``epoch``, ``train_loss``, ``val_loss``,
+    ``val_<metric>``, ``learning_rate``)."""
+    best_epoch: int | None = None
+    """The epoch whose weights the model kept (lowest validation loss), if known."""
     slices: list[dict[str, Any]] = field(default_factory=list)
-    """Per-slice rows: ``column``, ``value``, ``examples``, ``candidate``, ``champion``,
-    ``delta``, ``blocked`` (see :mod:`torchkfp.evaluation`)."""
+    """Per-slice rows: ``column``, ``value`` (None: NULL), ``examples``, ``candidate``,
+    ``champion``, ``delta``, ``blocked``, and optionally ``note`` (see
+    :mod:`torchkfp.evaluation`)."""
+    slice_notes: list[str] = field(default_factory=list)
+    """What the slice table leaves out (values beyond the per-column cap)."""
+    slice_min_examples: int | None = None
+    slice_tolerance: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    """Shown under the title: e.g. the candidate, champion and dataset paths."""
     title: str = "torchkfp evaluation report"
 
 
@@ -268,7 +298,9 @@ def _downsample(xs: np.ndarray, ys: np.ndarray, n: int = 400) -> tuple[list[floa
 
 # ---- sections ---------------------------------------------------------------------------------
 def _models(d: ReportData) -> list[ModelScores]:
-    return [d.candidate] + ([d.champion] if d.champion is not None else [])
+    """The models drawn on the plots: those with predictions."""
+    both = [d.candidate] + ([d.champion] if d.champion is not None else [])
+    return [m for m in both if m.pred is not None]
 
 
 def _binary_plots(d: ReportData) -> list[str]:
@@ -349,7 +381,44 @@ def _multiclass_plots(d: ReportData) -> list[str]:
         top = m.pred.max(axis=1)
         hit = (m.pred.argmax(axis=1) == y).astype(np.float64)
         rel.append((m.name, *reliability(hit, top)))
+    c = np.asarray(d.candidate.pred)
+    k = c.shape[1]
+    shown = list(range(min(k, _MAX_CLASS_CURVES)))
+    roc, pr = [], []
+    for j in shown:
+        yj = (y == j).astype(np.float64)
+        if 0 < yj.sum() < yj.size:  # both sides present: the curves are defined
+            fpr, tpr, _ = metrics.roc_curve(yj, c[:, j])
+            roc.append((_cls(d, j), *_downsample(fpr, tpr)))
+            rec, prec = precision_recall(yj, c[:, j])
+            pr.append((_cls(d, j), *_downsample(rec, prec)))
+    more = f" (first {len(shown)} of {k} classes)" if k > len(shown) else ""
+    top_c = c.max(axis=1)
+    right = c.argmax(axis=1) == y
     return [
+        line_chart(
+            f"One-vs-rest ROC curves, candidate{more}",
+            roc,
+            "false positive rate",
+            "true positive rate",
+            (0, 1),
+            (0, 1),
+            diagonal=True,
+        ),
+        line_chart(
+            f"One-vs-rest precision-recall curves, candidate{more}",
+            pr,
+            "recall",
+            "precision",
+            (0, 1),
+            (0, 1),
+        ),
+        histogram(
+            "Candidate top-class probability histogram",
+            [("right class", top_c[right]), ("wrong class", top_c[~right])],
+            "probability of the predicted class",
+            xlim=(0.0, 1.0),
+        ),
         line_chart(
             "Reliability of the top class",
             rel,
@@ -374,16 +443,41 @@ def _regression_plots(d: ReportData) -> list[str]:
     ]
 
 
+def _history_series(history: list[dict], key: str, epochs: list[float]) -> list[tuple]:
+    ys = [h.get(key) for h in history]
+    if not any(isinstance(v, int | float) and not isinstance(v, bool) for v in ys):
+        return []
+    return [(key, epochs, [v if isinstance(v, int | float) else math.nan for v in ys])]
+
+
 def _training_plot(d: ReportData) -> str:
-    if not d.history:
+    history = [h for h in d.history if isinstance(h, dict)]
+    if not history:
         return "<p>No training history recorded in the model artifact.</p>"
-    epochs = [h.get("epoch", i) for i, h in enumerate(d.history)]
-    series = []
-    for key in ("train_loss", "val_loss"):
-        ys = [h.get(key) for h in d.history]
-        if any(v is not None for v in ys):
-            series.append((key, epochs, [math.nan if v is None else v for v in ys]))
-    return line_chart("Training curves", series, "epoch", "loss", markers=True)
+    epochs = [h.get("epoch", i) for i, h in enumerate(history)]
+    out = []
+    if d.best_epoch is not None:
+        out.append(
+            f"<p>{len(history)} epochs; the model kept the weights of epoch {d.best_epoch} "
+            "(lowest validation loss).</p>"
+        )
+    loss = [
+        *_history_series(history, "train_loss", epochs),
+        *_history_series(history, "val_loss", epochs),
+    ]
+    out.append(line_chart("Training curves", loss, "epoch", "loss", markers=True))
+    keys = sorted({k for h in history for k in h if k.startswith("val_") and k != "val_loss"})
+    for key in keys:
+        series = _history_series(history, key, epochs)
+        if series:
+            name = key.removeprefix("val_")
+            out.append(
+                line_chart(f"Validation {name} per epoch", series, "epoch", name, markers=True)
+            )
+    lr = _history_series(history, "learning_rate", epochs)
+    if lr:
+        out.append(line_chart("Learning rate", lr, "epoch", "learning rate", markers=True))
+    return "".join(out)
 
 
 def _metrics_table(d: ReportData) -> str:
@@ -406,26 +500,57 @@ def _num(v: Any) -> str:
     return "-" if v is None else html.escape(str(v))
 
 
+def _value(v: Any) -> str:
+    return "NULL" if v is None else str(v)
+
+
 def _slices_table(d: ReportData) -> str:
     if not d.slices:
         return "<p>No slices configured (<code>evaluate.slice_columns</code>).</p>"
+    rules = []
+    if d.slice_min_examples is not None:
+        rules.append(f"slices with at least {d.slice_min_examples} test rows are gated")
+    if d.slice_tolerance is not None:
+        rules.append(
+            f"the candidate may be worse than the champion by at most {d.slice_tolerance:g}"
+        )
     head = (
         "<tr><th>column</th><th>value</th><th>examples</th><th>candidate</th>"
-        "<th>champion</th><th>change</th><th></th></tr>"
+        "<th>champion</th><th>change</th><th>gate</th><th>note</th></tr>"
     )
     rows = [head]
     for s in d.slices:
         blocked = s.get("blocked")
         cls = ' class="blocked"' if blocked else ""
+        verdict = "blocked promotion" if blocked else ""
         rows.append(
             f"<tr{cls}><td>{html.escape(str(s.get('column')))}</td>"
-            f"<td>{html.escape(str(s.get('value')))}</td><td>{s.get('examples')}</td>"
+            f"<td>{html.escape(_value(s.get('value')))}</td><td>{s.get('examples')}</td>"
             f"<td>{_num(s.get('candidate'))}</td><td>{_num(s.get('champion'))}</td>"
-            f"<td>{_num(s.get('delta'))}</td>"
-            f"<td>{'blocked promotion' if blocked else ''}</td></tr>"
+            f"<td>{_num(s.get('delta'))}</td><td>{verdict}</td>"
+            f'<td class="note">{html.escape(s.get("note") or "")}</td></tr>'
         )
     caption = f"<caption>{html.escape(d.metric)} per slice</caption>"
-    return f'<table class="slices">{caption}{"".join(rows)}</table>'
+    parts = []
+    if rules:
+        parts.append(f"<p>{html.escape('; '.join(rules))}.</p>")
+    blocked = [s for s in d.slices if s.get("blocked")]
+    if blocked:
+        names = ", ".join(f"{s.get('column')}={_value(s.get('value'))}" for s in blocked)
+        parts.append(f'<p class="hold">Blocked by slice(s): {html.escape(names)}</p>')
+    parts.append(f'<table class="slices">{caption}{"".join(rows)}</table>')
+    parts.extend(f"<p>{html.escape(n)}</p>" for n in d.slice_notes)
+    return "".join(parts)
+
+
+def _details(d: ReportData) -> str:
+    if not d.details:
+        return ""
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in d.details.items()
+    )
+    return f'<table class="details">{rows}</table>'
 
 
 _CSS = """
@@ -435,6 +560,7 @@ figure{display:inline-block;margin:8px 12px 8px 0}figcaption{font-size:12px;font
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}caption{text-align:left;font-size:12px}
 tr.primary td{font-weight:700}tr.blocked td{background:#fde2e2}
+td.note,table.details td{text-align:left}table.details th{text-align:left}
 .promote{color:#1a7f37;font-weight:700}.hold{color:#b42318;font-weight:700}
 """
 
@@ -458,6 +584,7 @@ def render(d: ReportData) -> str:
         f"<h1>{html.escape(d.title)}</h1>",
         f"<p>Task: {html.escape(d.task)}; test rows: {len(d.y)}; primary metric: "
         f"{html.escape(d.metric)}</p>",
+        _details(d),
         '<h2 id="gate">Gate</h2>',
         decision,
         '<h2 id="metrics">Metrics</h2>',
@@ -475,3 +602,89 @@ def render(d: ReportData) -> str:
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+# ---- finding a local run's report --------------------------------------------------------------
+REPORT_OUTPUT = "html_report"
+"""The evaluate component's HTML output; kfp.local writes it to
+``<pipeline_root>/<run id>/<kfp run folder>/evaluate/html_report``."""
+SUMMARY_FILE = "run_summary.json"
+SUMMARY_KEY = "report_html"
+"""The run summary's entry naming the HTML report."""
+
+
+def _from_summary(summary: Path) -> Path | None:
+    try:
+        found = json.loads(summary.read_text()).get(SUMMARY_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(found, str) or not found:
+        return None
+    p = Path(found)
+    if not p.is_absolute() and not p.is_file():
+        p = summary.parent / p
+    return p if p.is_file() else None
+
+
+def report_in(folder: str | os.PathLike) -> Path | None:
+    """The HTML report of the run in ``folder`` (a run's own pipeline root, its kfp run folder,
+    or that run's evaluate task folder): named by its run summary's ``report_html``, else the
+    evaluate task's ``html_report`` output; None when it has none."""
+    f = Path(folder)
+    for summary in [f / SUMMARY_FILE, *sorted(f.glob(f"*/{SUMMARY_FILE}"))]:
+        found = _from_summary(summary) if summary.is_file() else None
+        if found is not None:
+            return found
+    outputs = [
+        p
+        for pattern in (REPORT_OUTPUT, f"evaluate/{REPORT_OUTPUT}", f"*/evaluate/{REPORT_OUTPUT}")
+        for p in f.glob(pattern)
+        if p.is_file()
+    ]
+    return max(outputs, key=lambda p: p.stat().st_mtime) if outputs else None
+
+
+def _runs(root: Path) -> list[Path]:
+    """The local runs under ``root``, newest first (their folders are named run-<UTC start
+    time>-<random>; ties broken by modification time)."""
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("run-")]
+    return sorted(runs, key=lambda p: (p.name[:19], p.stat().st_mtime), reverse=True)
+
+
+def find_run_report(pipeline_root: str | os.PathLike, run: str | None = None) -> dict[str, str]:
+    """``{"report": the HTML file, "run": the run's folder}`` for ``run`` (a run folder, a run
+    id under ``pipeline_root``, or the report file itself), or for the latest run under
+    ``pipeline_root`` that has a report. ArtifactError naming what was looked at when there
+    is none."""
+    root = Path(pipeline_root)
+    if run is None:
+        for folder in _runs(root):
+            found = report_in(folder)
+            if found is not None:
+                return {"report": str(found.resolve()), "run": str(folder.resolve())}
+        raise ArtifactError(
+            f"no run under {str(root)!r} (run.pipeline_root) has an evaluation report yet: run "
+            "the pipeline (`torchkfp run`), or name a run folder"
+        )
+    given = Path(run)
+    if given.is_file() and given.name != SUMMARY_FILE:
+        return {"report": str(given.resolve()), "run": str(given.parent.resolve())}
+    folder = given.parent if given.is_file() else given
+    if not folder.is_dir():
+        folder = root / run
+    if not folder.is_dir():
+        recent = [p.name for p in _runs(root)[:5]]
+        raise ArtifactError(
+            f"run {run!r} is neither a folder nor a run id under {str(root)!r}; recent runs "
+            f"there: {recent or 'none'}"
+        )
+    found = report_in(folder)
+    if found is None:
+        raise ArtifactError(
+            f"run folder {str(folder)!r} holds no evaluation report (no {SUMMARY_KEY!r} in a "
+            f"{SUMMARY_FILE}, no evaluate/{REPORT_OUTPUT}): the run may have failed before "
+            "evaluate, or predate the HTML report"
+        )
+    return {"report": str(found.resolve()), "run": str(folder.resolve())}

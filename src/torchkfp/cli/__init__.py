@@ -11,6 +11,8 @@ with a ``register(app)`` that adds its commands to the app:
 - :mod:`~torchkfp.cli.serve`: ``serve`` (the prediction server)
 - :mod:`~torchkfp.cli.models`: ``promote`` and ``rollback`` (the registry's champion)
 - :mod:`~torchkfp.cli.batch`: ``batch-predict`` (score a file or table with a model)
+- :mod:`~torchkfp.cli.report`: ``report`` (a local run's HTML evaluation report)
+- :mod:`~torchkfp.cli.tune`: ``tune`` (hyperparameter search, local or Vertex AI)
 - :mod:`~torchkfp.cli.warehouse`: the ``warehouse`` group (``warehouse seed``)
 
 What they share (options, config loading, the error exit, JSON output) is in
@@ -27,9 +29,11 @@ from torchkfp.cli import (
     init,
     local_runs,
     models,
+    report,
     schedules,
     serve,
     stages,
+    tune,
     vertex_runs,
     warehouse,
 )
@@ -52,8 +56,10 @@ for _module in (
     models,
     serve,
     batch,
+    report,
     schedules,
     stages,
+    tune,
     warehouse,
 ):
     _module.register(app)

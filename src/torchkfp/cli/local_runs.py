@@ -112,6 +112,8 @@ def print_summary(s: dict[str, Any]) -> None:
         return
     typer.echo(f"  world size: {s.get('world_size')}  gate: {s['gate']}")
     typer.echo(f"  model: {json.dumps(s['model'])}")
+    if s.get("report_html"):
+        typer.echo(f"  report: {s['report_html']}  (torchkfp report --open)")
 
 
 def compile_(

@@ -218,16 +218,24 @@ def evaluate_cmd(
     report_out: str = typer.Option(
         None, "--report-out", help="Write the evaluation report JSON here (as the DAG does)."
     ),
+    html_out: str = typer.Option(
+        None,
+        "--html-out",
+        help="Write the HTML evaluation report here (default: next to --report-out, with "
+        "the suffix .html; without either, none).",
+    ),
     config: str = ConfigOpt,
     set_: list[str] = SetOpt,
 ) -> None:
     """Test-split metrics of the candidate (and champion) and the promotion decision.
 
-    Exit code 0 whether or not the gate promotes; read "promote" in the JSON.
+    Exit code 0 whether or not the gate promotes; read "promote" in the JSON. With
+    evaluate.slice_columns set, "blocked_slices" names the slices that blocked it.
 
     Examples:\n
-      torchkfp component evaluate --model w/model --dataset w/dataset --report-out w/report.json\n
-      torchkfp component evaluate -m w/model -d w/dataset --no-champion\n
+      torchkfp component evaluate --model w/model --dataset w/dataset --report-out w/report.json
+      (also writes w/report.html)\n
+      torchkfp component evaluate -m w/model -d w/dataset --no-champion --html-out r.html\n
       torchkfp component evaluate -m w/model2 -d w/dataset --champion w/model
     """
     from torchkfp.evaluation import evaluate_against_registry, evaluate_candidate
@@ -235,9 +243,15 @@ def evaluate_cmd(
 
     if champion and no_champion:
         fail("--champion and --no-champion exclude each other; pass one", 2)
-    _separate({"--report-out": report_out}, {"--model": model, "--dataset": dataset})
+    if report_out and not html_out:
+        html_out = str(_html_next_to(Path(report_out)))
+    _separate(
+        {"--report-out": report_out, "--html-out": html_out},
+        {"--model": model, "--dataset": dataset},
+    )
     cfg = load_config(config, set_)
     out: Path | None = None
+    html: Path | None = None
     with _stage("evaluate"):
         t0 = time.perf_counter()
         if no_champion or champion:
@@ -248,6 +262,8 @@ def evaluate_cmd(
             r = evaluate_against_registry(cfg.evaluate, registry, _abs(model), _abs(dataset))
         if report_out:
             out = Path(r.save(Path(report_out).resolve()))
+        if html_out:
+            html = Path(r.save_html(Path(html_out).resolve()))
     _emit(
         {
             "stage": "evaluate",
@@ -256,10 +272,18 @@ def evaluate_cmd(
             "metrics": r.metrics,
             "champion": r.champion,
             "champion_metrics": r.champion_metrics,
+            "blocked_slices": r.blocked_slices(),
             "report": str(out) if out else None,
+            "report_html": str(html) if html else None,
             "seconds": time.perf_counter() - t0,
         }
     )
+
+
+def _html_next_to(report: Path) -> Path:
+    """The HTML report's default path beside the JSON report: ``x.json`` -> ``x.html``."""
+    html = report.with_suffix(".html")
+    return html if html != report else report.with_name(f"{report.name}.html")
 
 
 @component_app.command("deploy")

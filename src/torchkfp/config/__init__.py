@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, model_validator
 from torchkfp.config.base import ConfigError, _Section
 from torchkfp.config.batch import BatchConfig
 from torchkfp.config.batch import with_absolute_paths as _batch_absolute_paths
+from torchkfp.config.tune import TuneConfig
 from torchkfp.config.files import load_yaml_mapping
 from torchkfp.config.sections import (
     DataConfig,
@@ -62,6 +63,8 @@ class Config(_Section):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     """Batch prediction (torchkfp batch-predict, the batch-scoring pipeline): the model,
     input, output and key columns."""
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    """Hyperparameter search (torchkfp tune): trials, parallelism, metric, search space."""
 
     @model_validator(mode="before")
     @classmethod
@@ -148,6 +151,7 @@ __all__ = [
     "RunConfig",
     "SplitConfig",
     "TrainConfig",
+    "TuneConfig",
     "VertexConfig",
     "WarehouseConfig",
     "validate_for_vertex",

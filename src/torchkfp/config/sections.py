@@ -267,6 +267,10 @@ class TrainConfig(_Section):
     """Share of categorical training inputs replaced by the unknown bucket (index 0), so that
     bucket learns a meaningful embedding for values never seen in training (new carriers,
     routes, or months outside the training window of a temporal split)."""
+    tuning: OptStr = None
+    """Where these settings came from: ``<study summary>#trial-N`` of ``torchkfp tune``
+    (written into the best-settings file and recorded in the model metadata with the rest of
+    ``train``). Changes nothing in training."""
 
     @field_validator("model_factory")
     @classmethod
