@@ -1,27 +1,38 @@
-"""Latency and throughput of the prediction server against the in-process predictor.
+"""Online latency of one model on PyTorch and on ONNX Runtime, side by side, in one run.
 
-Starts the real server (``python -m torchkfp.cli serve``) in a subprocess and measures, in one run:
+For each runtime (``torch``, ``onnx``):
 
-  (a) POST predict, 1 instance     (b) POST predict, 100 instances     (c) GET health (overhead)
-  (d) in-process ``Predictor.predict_proba`` on 1 and 100 rows (same torch thread count as the
-      server: TORCHKFP_TORCH_THREADS, default 1)
+  (a) the model's forward pass alone on one transformed row (``model(x_num, x_cat)`` under
+      ``torch.inference_mode``; ONNX Runtime: ``session.run``);
+  (b) the in-process path for one instance as the server runs it: validation
+      (``InstanceValidator.columns``), transform, model, probabilities
+      (``Predictor.predict_columns``), by the row-wise fast path and by the pandas path;
+  (c) the same for 100 instances (the batch path: pandas);
+  (d) the real server (``python -m torchkfp.cli serve --runtime R``) in a subprocess: POST
+      predict with 1 and 100 instances, GET health, at each ``--concurrency``;
+
+then the ratios the issue sets targets for: in-process fast path / forward alone (<= 3) and HTTP
+predict-1 p50 / HTTP health p50 at concurrency 1 (<= 2). ``--crossover`` also times the row-wise
+and the pandas transform at growing row counts (where ``FAST_PATH_MAX_ROWS`` comes from).
 
 Usage::
 
     python bench/bench_serving.py                       # local registry champion, else builds one
-    python bench/bench_serving.py --model PATH --requests 1000 --concurrency 1 4 16
+    python bench/bench_serving.py --model PATH --requests 1000 --concurrency 1 8 --crossover
 
-Client and server share this machine's cores, so at high concurrency the client's own cost is
-part of the numbers. Instances are synthetic but realistic: numeric features drawn around the
-training mean/std with some nulls, categorical values drawn from the training vocabulary.
+The model must carry an ONNX export (``model.onnx``, written by training) for the onnx column;
+without one only torch is measured. Client and server share this machine's cores (the load
+average is printed: other processes inflate every number). Instances are synthetic but
+realistic: numeric features drawn around the training mean/std with some nulls, categorical
+values drawn from the training vocabulary with a few unseen ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +58,9 @@ SMALL = {
 
 
 def find_or_build_model(workdir: Path) -> str:
-    """The local registry champion (configs/local.yaml), else a model trained on a small slice."""
+    """The local registry champion (configs/local.yaml) if it carries an ONNX export, else a
+    model trained on a small slice."""
+    from torchkfp.artifacts.model import ModelArtifact
     from torchkfp.config import Config
     from torchkfp.registry import open_registry
 
@@ -55,14 +68,14 @@ def find_or_build_model(workdir: Path) -> str:
     cfg = Config.load(cfg_file if cfg_file.is_file() else None).with_absolute_paths(REPO)
     if cfg.deploy.registry == "local":
         path = open_registry(cfg.deploy).champion()
-        if path:
+        if path and ModelArtifact.load(path).has_onnx:
             print(f"model: local registry champion {path}")
             return path
     from torchkfp.ingest import ingest
     from torchkfp.preprocess import preprocess
     from torchkfp.training import launch
 
-    print("model: no champion in the local registry; training one on January 2013 ...")
+    print("model: no champion with an ONNX export; training one on January 2013 ...")
     cfg = cfg.override({**SMALL, "warehouse.duckdb_path": str(workdir / "warehouse.duckdb")})
     ingest(cfg.warehouse, cfg.data, cfg.split, workdir / "dataset")
     preprocess(
@@ -95,14 +108,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, port: int, log: Path) -> subprocess.Popen:
+def start_server(model: str, port: int, runtime: str, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIP_")}
     fh = open(log, "wb")
+    args = ["serve", "--model", model, "--port", str(port), "--runtime", runtime]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "torchkfp.cli", "serve", "--model", model, "--port", str(port)],
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-        env=env,
+        [sys.executable, "-m", "torchkfp.cli", *args], stdout=fh, stderr=subprocess.STDOUT, env=env
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -118,141 +129,241 @@ def start_server(model: str, port: int, log: Path) -> subprocess.Popen:
     raise SystemExit(f"server not healthy after 120s:\n{log.read_text()}")
 
 
-def run_http(
-    base: str, method: str, path: str, body: Any, n: int, concurrency: int, warmup: int = 20
-) -> tuple[list[float], float]:
-    """Latencies (s) of n requests spread over `concurrency` threads, and the wall time."""
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
-    def worker(count: int) -> list[float]:
-        lat: list[float] = []
-        with httpx.Client(base_url=base, timeout=60) as client:
-            for i in range(count + warmup):
-                t0 = time.perf_counter()
-                r = client.request(method, path, json=body)
-                dt = time.perf_counter() - t0
-                if r.status_code != 200:
-                    raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:300]}")
-                if i >= warmup:
-                    lat.append(dt)
+
+Case = tuple[str, str, str, Any, int]
+"""(name, method, path, JSON body or None, measured requests)"""
+
+
+ROUNDS = 10
+
+
+def run_http(base: str, cases: list[Case], concurrency: int, warmup: int = 50) -> dict:
+    """Latencies (s) per case. Each of `concurrency` threads (a keep-alive client each) runs
+    the cases in :data:`ROUNDS` rounds, each round a block of every case's requests in turn:
+    a case runs in its own steady state (as when measured alone), and what else runs on the
+    machine meanwhile weighs on every case alike."""
+
+    # bodies encoded once, as a client that sends many requests would: the client's own JSON
+    # encoding is not the server's latency
+    encoded = {
+        name: None if body is None else json.dumps(body).encode() for name, _, _, body, _ in cases
+    }
+    headers = {"Content-Type": "application/json"}
+
+    def worker(_: int) -> dict[str, list[float]]:
+        lat: dict[str, list[float]] = {name: [] for name, *_ in cases}
+        with httpx.Client(base_url=base, timeout=60, headers=headers) as client:
+            for name, method, path, _body, _n in cases:  # warm every route and connection
+                for _ in range(warmup):
+                    client.request(method, path, content=encoded[name])
+            for _ in range(ROUNDS):
+                for name, method, path, _body, n in cases:
+                    for _ in range(max(n // (concurrency * ROUNDS), 1)):
+                        t0 = time.perf_counter()
+                        r = client.request(method, path, content=encoded[name])
+                        dt = time.perf_counter() - t0
+                        if r.status_code != 200:
+                            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:300]}")
+                        lat[name].append(dt)
         return lat
 
-    shares = [n // concurrency + (i < n % concurrency) for i in range(concurrency)]
-    # warm up every connection first, then time the measured requests only
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(lambda _: worker(0), range(concurrency)))
-    with ThreadPoolExecutor(concurrency) as pool:
-        t0 = time.perf_counter()
-        results = list(pool.map(worker, shares))
-        wall = time.perf_counter() - t0
-    return [x for lat in results for x in lat], wall
+        results = list(pool.map(worker, range(concurrency)))
+    return {name: [x for r in results for x in r[name]] for name, *_ in cases}
 
 
-def run_inprocess(fn: Callable[[], Any], n: int, warmup: int = 20) -> tuple[list[float], float]:
-    for _ in range(warmup):
-        fn()
-    lat = []
-    t_start = time.perf_counter()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        lat.append(time.perf_counter() - t0)
-    return lat, time.perf_counter() - t_start
+def timed(fn: Callable[[], Any], n: int, warmup: int = 50) -> list[float]:
+    return timed_together({"": fn}, n, warmup)[""]
+
+
+def timed_together(
+    fns: dict[str, Callable[[], Any]], n: int, warmup: int = 50
+) -> dict[str, list[float]]:
+    """Latencies (s) of each function, in rounds of blocks like :func:`run_http`."""
+    lat: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(ROUNDS):
+        for k, fn in fns.items():
+            for _ in range(max(n // ROUNDS, 1)):
+                t0 = time.perf_counter()
+                fn()
+                lat[k].append(time.perf_counter() - t0)
+    return lat
 
 
 def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q))
+    return float(np.percentile(np.asarray(xs), q)) * 1e3
+
+
+def inprocess(model: str, runtime: str, instances: list[dict[str, Any]], n: int) -> dict:
+    """Latencies (s) of the in-process cases for one runtime."""
+    import torch
+
+    from torchkfp import predictor as predictor_module
+    from torchkfp.predictor import Predictor
+    from torchkfp.serving.requests import InstanceValidator
+
+    p = Predictor(model, runtime, threads=1)
+    tf = p.transform
+    v = InstanceValidator(
+        tf.numeric_features,
+        tf.categorical_features,
+        {k: (s.mean, s.std) for k, s in tf.numeric.items()},
+    )
+    one = instances[:1]
+    arrays = tf.transform_values(v.columns(one))
+    if runtime == "onnx":
+        onnx_model = p._onnx
+
+        def forward() -> None:
+            onnx_model(arrays["x_num"], arrays["x_cat"])
+    else:
+        x_num, x_cat = torch.from_numpy(arrays["x_num"]), torch.from_numpy(arrays["x_cat"])
+        net = p.model
+
+        def forward() -> None:
+            with torch.inference_mode():
+                net(x_num, x_cat)
+
+    def path(rows: list[dict[str, Any]], fast: bool) -> Callable[[], Any]:
+        return lambda: p.predict_columns(v.columns(rows), len(rows), fast=fast)
+
+    out = timed_together(
+        {"forward": forward, "fast-1": path(one, True), "pandas-1": path(one, False)}, n
+    )
+    hundred = instances[:100]
+    fast_100 = len(hundred) <= predictor_module.FAST_PATH_MAX_ROWS
+    out["batch-100"] = timed(path(hundred, fast_100), max(n // 5, 20))
+    return out
+
+
+def crossover(model: str, instances: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
+    """(rows, row-wise transform ms, pandas transform ms) at growing row counts, as the server
+    calls them (validated columns in, arrays out)."""
+    import pandas as pd
+
+    from torchkfp.predictor import Predictor
+
+    p = Predictor(model)
+    tf = p.transform
+    rows_out = []
+    for k in (1, 8, 32, 128, 256, 512, 1000):
+        cols = {name: [r[name] for r in instances[:k]] for name in p.feature_names}
+        for name in tf.numeric:
+            cols[name] = [np.nan if x is None else x for x in cols[name]]
+
+        def pandas_path(cols: dict = cols, k: int = k) -> None:
+            data: dict[str, np.ndarray] = {
+                c: np.asarray(cols[c], dtype=np.float64) for c in tf.numeric
+            }
+            for c in tf.vocab:
+                data[c] = np.empty(k, dtype=object)
+                data[c][:] = cols[c]
+            tf.transform(pd.DataFrame(data, copy=False))
+
+        fast = pct(timed(lambda cols=cols: tf.transform_values(cols), 200), 50)
+        slow = pct(timed(pandas_path, 200), 50)
+        rows_out.append((k, fast, slow))
+    return rows_out
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="model artifact folder (default: champion, else build one)")
-    ap.add_argument("--requests", type=int, default=500, help="measured requests per case")
-    ap.add_argument(
-        "--concurrency", type=int, nargs="+", default=[1, 8], help="client threads (list)"
-    )
+    ap.add_argument("--requests", type=int, default=1000, help="measured requests per case")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1], help="client threads")
+    ap.add_argument("--crossover", action="store_true", help="time row-wise vs pandas transform")
     args = ap.parse_args(argv)
 
     import torch
 
-    from torchkfp.predictor import Predictor
+    from torchkfp.artifacts.model import ModelArtifact
 
+    torch.set_num_threads(int(os.environ.get("TORCHKFP_TORCH_THREADS", "1")))
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         model = args.model or find_or_build_model(Path(tmp))
-        instances = synthetic_instances(model, 100)
-        port = free_port()
-        log = Path(tmp) / "server.log"
-        t0 = time.perf_counter()
-        proc = start_server(model, port, log)
-        startup = time.perf_counter() - t0
-        base = f"http://127.0.0.1:{port}"
-        rows: list[tuple[str, int, int, list[float], float]] = []
-        try:
-            cases = [
-                ("HTTP predict, 1 instance", "POST", "/predict", {"instances": instances[:1]}, 1),
-                ("HTTP predict, 100 instances", "POST", "/predict", {"instances": instances}, 100),
-                ("HTTP health", "GET", "/health", None, 0),
-            ]
-            for c in args.concurrency:
-                for name, method, path, body, k in cases:
-                    lat, wall = run_http(base, method, path, body, args.requests, c)
-                    rows.append((name, c, k, lat, wall))
-        finally:
-            proc.terminate()
+        runtimes = ["torch"] + (["onnx"] if ModelArtifact.load(model).has_onnx else [])
+        instances = synthetic_instances(model, 1000)
+        results: dict[str, dict[str, list[float]]] = {}
+        n, n5 = args.requests, max(args.requests // 5, 20)
+        for rt in runtimes:
+            results[rt] = inprocess(model, rt, instances, args.requests)
+            port = free_port()
+            proc = start_server(model, port, rt, Path(tmp) / f"server-{rt}.log")
+            base = f"http://127.0.0.1:{port}"
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                for c in args.concurrency:
+                    cases: list[Case] = [
+                        (f"http-1 c{c}", "POST", "/predict", {"instances": instances[:1]}, n),
+                        (f"health c{c}", "GET", "/health", None, n),
+                        (f"http-100 c{c}", "POST", "/predict", {"instances": instances[:100]}, n5),
+                    ]
+                    results[rt].update(run_http(base, cases, c))
+            finally:
+                stop(proc)
+        cross = crossover(model, instances) if args.crossover else []
 
-        torch.set_num_threads(int(os.environ.get("TORCHKFP_TORCH_THREADS", "1")))
-        pred = Predictor(model)
-        for k in (1, 100):
-            lat, wall = run_inprocess(lambda k=k: pred.predict_proba(instances[:k]), args.requests)
-            rows.append(
-                (f"in-process predict_proba, {k} row{'s' if k > 1 else ''}", 1, k, lat, wall)
-            )
-
+    load = os.getloadavg()
     print(
-        f"\n{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} intra-op "
-        f"thread(s)), {args.requests} measured requests per row, server startup {startup:.1f}s"
+        f"\n{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"torch {torch.__version__}, 1 intra-op thread (server and in-process); "
+        f"{args.requests} measured calls per case (100-instance cases: a fifth)"
     )
-    header = f"{'case':<34} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'req/s':>8} {'rows/s':>9}"  # noqa: E501
-    print(header)
-    print("-" * len(header))
-    p50: dict[tuple[str, int], float] = {}
-    for name, c, k, lat, wall in rows:
-        rps = len(lat) / wall
-        rows_s = f"{rps * k:>9.0f}" if k else f"{'-':>9}"
-        p50[(name, c)] = pct(lat, 50)
-        print(
-            f"{name:<34} {c:>4} {pct(lat, 50) * 1e3:>8.2f} {pct(lat, 99) * 1e3:>8.2f} "
-            f"{statistics.fmean(lat) * 1e3:>8.2f} {rps:>8.0f} {rows_s}"
+    labels = {
+        "forward": "model forward alone, 1 row",
+        "fast-1": "in-process predict, 1 (fast path)",
+        "pandas-1": "in-process predict, 1 (pandas)",
+        "batch-100": "in-process predict, 100",
+    }
+    for c in args.concurrency:
+        labels[f"http-1 c{c}"] = f"HTTP predict, 1 instance, conc {c}"
+        labels[f"http-100 c{c}"] = f"HTTP predict, 100 instances, conc {c}"
+        labels[f"health c{c}"] = f"HTTP health, conc {c}"
+    head = f"{'case':<38}" + "".join(f"{rt + ' p50':>12}{rt + ' p99':>12}" for rt in runtimes)
+    print(head + "   (ms)")
+    print("-" * len(head))
+    for key, label in labels.items():
+        cells = "".join(
+            f"{pct(results[rt][key], 50):>12.3f}{pct(results[rt][key], 99):>12.3f}"
+            for rt in runtimes
         )
+        print(f"{label:<38}{cells}")
     c1 = args.concurrency[0]
     ratios = [
+        ("in-process fast path / forward alone (target <= 3)", "fast-1", "forward"),
+        ("in-process pandas path / forward alone", "pandas-1", "forward"),
         (
-            "HTTP predict-1 p50 / HTTP health p50",
-            ("HTTP predict, 1 instance", c1),
-            ("HTTP health", c1),
+            f"HTTP predict-1 / HTTP health, conc {c1} (target <= 2)",
+            f"http-1 c{c1}",
+            f"health c{c1}",
         ),
-        (
-            "HTTP predict-1 p50 / in-process predict-1 p50",
-            ("HTTP predict, 1 instance", c1),
-            ("in-process predict_proba, 1 row", 1),
-        ),
-        (
-            "HTTP predict-100 p50 / in-process predict-100 p50",
-            ("HTTP predict, 100 instances", c1),
-            ("in-process predict_proba, 100 rows", 1),
-        ),
-        (
-            "HTTP predict-100 p50 / HTTP predict-1 p50",
-            ("HTTP predict, 100 instances", c1),
-            ("HTTP predict, 1 instance", c1),
-        ),
+        (f"HTTP predict-100 / HTTP predict-1, conc {c1}", f"http-100 c{c1}", f"http-1 c{c1}"),
     ]
-    print(f"\nratios (concurrency {c1}):")
+    print("\nratios of p50s" + "".join(f"{rt:>10}" for rt in runtimes))
     for label, a, b in ratios:
-        print(f"  {label:<50} {p50[a] / p50[b]:6.2f}x")
+        cells = "".join(
+            f"{pct(results[rt][a], 50) / pct(results[rt][b], 50):>9.2f}x" for rt in runtimes
+        )
+        print(f"  {label:<56}{cells}")
+    if len(runtimes) == 2:
+        print("\nONNX Runtime / PyTorch, p50:")
+        for key in ("forward", "fast-1", f"http-1 c{c1}", f"http-100 c{c1}"):
+            ratio = pct(results["onnx"][key], 50) / pct(results["torch"][key], 50)
+            print(f"  {labels[key]:<56}{ratio:>9.2f}x")
+    if cross:
+        print("\ntransform of validated columns, p50 ms (FAST_PATH_MAX_ROWS decides)")
+        print(f"  {'rows':>6}{'row-wise':>12}{'pandas':>12}")
+        for k, fast, slow in cross:
+            print(f"  {k:>6}{fast:>12.3f}{slow:>12.3f}")
 
 
 if __name__ == "__main__":

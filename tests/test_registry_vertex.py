@@ -120,6 +120,7 @@ def test_upload_copies_into_the_registry_then_canaries(fake, cfg, bucket):
     assert m["containerSpec"]["predictRoute"] == "/predict"
     assert m["containerSpec"]["healthRoute"] == "/health"
     assert m["containerSpec"]["ports"] == [{"containerPort": 8080}]
+    assert m["containerSpec"]["env"] == [{"name": "TORCHKFP_SERVING_RUNTIME", "value": "torch"}]
     assert m["labels"] == cfg.vertex.labels
     [ep_create] = fake.find("POST", r"/endpoints$")
     assert ep_create.body["displayName"] == cfg.vertex.endpoint_display_name

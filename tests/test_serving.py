@@ -734,3 +734,102 @@ def test_load_failure_exit_setting(monkeypatch):
         monkeypatch.setenv("TORCHKFP_LOAD_FAILURE_EXIT_S", bad)
         with pytest.raises(ServeError, match="TORCHKFP_LOAD_FAILURE_EXIT_S=.* seconds >= 0"):
             load_failure_exit_s()
+
+
+# ---- ONNX Runtime: the same answers as PyTorch, by config ---------------------------------------
+def test_onnx_runtime_server_answers_like_the_pytorch_one(
+    server, trained_model, instances, tmp_path
+):
+    """Two servers on the same model, one on ONNX Runtime (--runtime onnx): every answer
+    agrees to 1e-5, on the fast path (one instance) and the batch path (200)."""
+    port = free_port()
+    onnx = Server(
+        ["--model", trained_model, "--port", str(port), "--runtime", "onnx"],
+        tmp_path / "onnx.log",
+        port,
+    ).wait_ready()
+    try:
+        with httpx.Client(timeout=30) as client:
+            meta = client.get(onnx.base + "/metadata").json()
+            assert meta["runtime"] == "onnx"
+            assert client.get(server.base + "/metadata").json()["runtime"] == "torch"
+            for batch in [instances, *([i] for i in instances[:25])]:
+                body = {"instances": batch}
+                want = client.post(server.base + "/predict", json=body)
+                got = client.post(onnx.base + "/predict", json=body)
+                np.testing.assert_allclose(
+                    probabilities(got), probabilities(want), rtol=0, atol=1e-5
+                )
+                want_labels = [p["label"] for p in want.json()["predictions"]]
+                got_p = probabilities(got)
+                close = np.abs(got_p - 0.5) < 1e-5  # a label may flip only at the threshold
+                assert all(
+                    c or g["label"] == w
+                    for c, g, w in zip(close, got.json()["predictions"], want_labels, strict=True)
+                )
+            bad = client.post(onnx.base + "/predict", json={"instances": [{"distance": "far"}]})
+            assert bad.status_code == 400  # the same validation before either runtime
+    finally:
+        onnx.stop()
+    assert "on ONNX Runtime" in onnx.output() and "Traceback" not in onnx.output()
+
+
+def _without_onnx(trained_model: str, dest: Path) -> Path:
+    """The trained model as training writes it with train.export_onnx off."""
+    from torchkfp.artifacts import model as model_artifact
+
+    model = Path(shutil.copytree(trained_model, dest))
+    (model / model_artifact.ONNX_FILE).unlink()
+    meta = json.loads((model / "metadata.json").read_text())
+    meta[model_artifact.ONNX_KEY] = {"exported": False, "reason": "train.export_onnx is false"}
+    meta[model_artifact.CHECKSUMS].pop(model_artifact.ONNX_FILE)
+    (model / "metadata.json").write_text(json.dumps(meta))
+    return model
+
+
+def test_onnx_runtime_on_a_model_without_an_export_fails_at_startup(trained_model, tmp_path):
+    """TORCHKFP_SERVING_RUNTIME=onnx (the serving container's setting) on a model without
+    model.onnx: health answers 503 failed with the reason, then the server exits with 2."""
+    model = _without_onnx(trained_model, tmp_path / "model")
+    port = free_port()
+    env = clean_env(TORCHKFP_LOAD_FAILURE_EXIT_S="2", TORCHKFP_SERVING_RUNTIME="onnx")
+    srv = Server(["--model", str(model), "--port", str(port)], tmp_path / "srv.log", port, env)
+    try:
+        health = first_answer(srv.base + "/health", server=srv)
+        deadline = time.monotonic() + 30
+        while health.json().get("status") == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            health = httpx.get(srv.base + "/health")
+        assert health.status_code == 503 and health.json()["status"] == "failed"
+        error = health.json()["error"]
+        assert "has no ONNX export (model.onnx) to run on ONNX Runtime" in error
+        assert "train.export_onnx is false" in error and "--runtime torch" in error
+        assert str(tmp_path) not in health.text
+        assert srv.proc.wait(timeout=30) == 2
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.output()
+    # the same model on PyTorch serves
+    port = free_port()
+    ok = Server(["--model", str(model), "--port", str(port)], tmp_path / "ok.log", port)
+    try:
+        ok.wait_ready()
+    finally:
+        ok.stop()
+
+
+def test_unknown_runtime_is_refused_before_starting(trained_model, tmp_path):
+    for args, env in (
+        (["--runtime", "tensorrt"], clean_env()),
+        ([], clean_env(TORCHKFP_SERVING_RUNTIME="ort")),
+    ):
+        p = subprocess.run(
+            [sys.executable, "-m", "torchkfp.cli", "serve", "--model", trained_model, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert p.returncode != 0
+        assert "is not a serving runtime: use torch (PyTorch) or onnx" in p.stderr + p.stdout
+        assert "Traceback" not in p.stderr

@@ -2,6 +2,7 @@
 real DDP training through ``launch`` (checkpoints, resume, the checkpoint identity check)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -151,6 +152,50 @@ def test_ddp_training_runs_two_ranks_and_writes_a_self_contained_model(stage_out
     test = dataset_artifact.read_split(stage_outputs["dataset"], "test").to_pandas()
     p = Predictor(stage_outputs["model"]).predict_proba(test.head(50))
     assert p.shape == (50,) and ((p > 0) & (p < 1)).all()
+
+
+def test_training_exports_the_shipped_weights_to_onnx_checked_on_the_test_split(stage_outputs):
+    """Rank 0 exports the weights it ships and compares ONNX Runtime with PyTorch on the test
+    split's features; the export is in the checksummed artifact and serves alike."""
+    meta = artifacts.require(stage_outputs["model"], model_artifact.KIND)
+    info = meta[model_artifact.ONNX_KEY]
+    assert info["exported"] is True and info["file"] == model_artifact.ONNX_FILE
+    rows = artifacts.require(stage_outputs["features"], "features")["rows"]["test"]
+    parity = info["parity"]
+    assert parity["split"] == "test" and parity["split_rows"] == rows > 1000
+    assert parity["rows"] == min(rows, 10_000)
+    assert parity["passed"] is True and 0 <= parity["max_abs_diff"] <= 1e-5
+    assert isinstance(info["opset"], int) and 0 < info["export_seconds"] <= info["seconds"]
+    assert info["seconds"] < meta["training"]["wall_seconds"]
+    onnx_file = Path(stage_outputs["model"]) / model_artifact.ONNX_FILE
+    assert meta[model_artifact.CHECKSUMS][model_artifact.ONNX_FILE] == (
+        model_artifact.sha256_file(onnx_file)
+    )
+    test = dataset_artifact.read_split(stage_outputs["dataset"], "test").to_pandas().head(300)
+    on_torch = Predictor(stage_outputs["model"]).predict_proba(test)
+    on_onnx = Predictor(stage_outputs["model"], "onnx").predict_proba(test)
+    assert float(abs(on_torch - on_onnx).max()) <= 1e-5
+
+
+def test_a_model_that_cannot_be_exported_still_trains(tmp_path, stage_outputs, monkeypatch):
+    """A user factory whose network ONNX cannot carry: training succeeds, the artifact says
+    why there is no export, and serving on ONNX Runtime refuses it with that reason."""
+    tests = Path(__file__).resolve().parent
+    path = f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    monkeypatch.setenv("PYTHONPATH", path)  # the workers import the user's factory
+    tc = (
+        stage_outputs["config"]
+        .override({"train.epochs": 1, "train.model_factory": "onnx_models:branching"})
+        .train
+    )
+    r = launch(tc, stage_outputs["features"], stage_outputs["transform"], tmp_path / "m")
+    info = r.metadata[model_artifact.ONNX_KEY]
+    assert info["exported"] is False
+    assert info["reason"].startswith("the network cannot be exported to ONNX (TorchExportError")
+    assert not (tmp_path / "m" / model_artifact.ONNX_FILE).exists()
+    assert Predictor(tmp_path / "m").task == "binary"
+    with pytest.raises(ArtifactError, match="training did not export it: the network cannot"):
+        Predictor(tmp_path / "m", "onnx")
 
 
 def test_ddp_training_writes_tensorboard_scalars_per_epoch(stage_outputs):

@@ -206,3 +206,100 @@ def test_version_2_vocabulary_still_matches(tmp_path):
 def test_newer_transform_version_is_refused_clearly():
     with pytest.raises(ValueError, match=r"transform version 4 is not supported.*upgrade torchkfp"):
         FittedTransform.from_dict({"version": 4, "label": "y", "numeric": {}, "vocab": {}})
+
+
+# ---- the row-wise fast path (serving) gives the pandas path's arrays, bit for bit -------------
+def _rich_transform() -> FittedTransform:
+    """Numeric features with and without missing values in training; categorical features
+    fitted on strings, on integers with nulls (float64: "1", "2"), on non-integral floats and
+    on booleans."""
+    rng = np.random.default_rng(0)
+    n = 400
+    train = pd.DataFrame(
+        {
+            "a": rng.normal(10, 3, n),
+            "b": np.where(rng.random(n) < 0.2, np.nan, rng.normal(-2, 0.5, n)),
+            "s": rng.choice(["UA", "AA", "DL", "1", "1.0", "é"], n),
+            "m": pd.array(rng.choice([1, 2, 3, 12, None], n), dtype="Int64").astype("float64"),
+            "r": rng.choice([0.1, 1.5, 2.0, 1e20], n),
+            "f": rng.choice([True, False], n),
+            "y": 0,
+        }
+    )
+    return fit(
+        train,
+        target=Target("binary", "y", classes=[0, 1]),
+        numeric_features=["a", "b"],
+        categorical_features=["s", "m", "r", "f"],
+        min_category_count=1,
+    )
+
+
+def _random_values(rng: np.random.Generator, n: int) -> dict[str, list]:
+    """Values a server's validator lets through (numeric: float or NaN; categorical: str,
+    int, float, bool or None), mixing known, unknown and missing values and numbers written
+    as strings and as other number types."""
+    numeric = [1e-3, -7.25, 10.0, 0.0, -0.0, 1e6, 123456.789, float("nan")]
+    cats = [
+        "UA", "AA", "1", "1.0", "é", "zzz", "", " 1", "True", None, float("nan"),
+        1, 2, 12, 13, -1, 2**60 + 1, 10**30, 1.0, 2.0, 12.0, 1.5, 0.1, 1e20, 1e-20, 2.5,
+        True, False,
+    ]  # fmt: skip
+    pick = lambda pool: [pool[i] for i in rng.integers(0, len(pool), n)]  # noqa: E731
+    return {
+        "a": [float(x) for x in rng.normal(10, 3, n)],
+        "b": pick(numeric),
+        "s": pick(cats),
+        "m": pick(cats),
+        "r": pick(cats),
+        "f": pick(cats),
+    }
+
+
+def _pandas_arrays(tf: FittedTransform, cols: dict[str, list]) -> dict[str, np.ndarray]:
+    """The pandas path as the server runs it: float64 numeric columns, object categorical
+    columns (each value keyed as it is)."""
+    n = len(cols["a"])
+    data: dict[str, np.ndarray] = {k: np.asarray(cols[k], dtype=np.float64) for k in tf.numeric}
+    for k in tf.vocab:
+        data[k] = np.empty(n, dtype=object)
+        data[k][:] = cols[k]
+    return tf.transform(pd.DataFrame(data))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 5, 7, 64, 300])
+def test_row_wise_transform_equals_the_pandas_transform(rows):
+    tf = _rich_transform()
+    rng = np.random.default_rng(rows)
+    cols = _random_values(rng, 2000)
+    fast = [
+        tf.transform_values({k: v[i : i + rows] for k, v in cols.items()})
+        for i in range(0, 2000, rows)
+    ]
+    slow = _pandas_arrays(tf, cols)
+    for name in ("x_num", "x_cat"):
+        got = np.concatenate([f[name] for f in fast])
+        assert got.dtype == slow[name].dtype and got.shape == slow[name].shape
+        np.testing.assert_array_equal(got, slow[name], err_msg=name)
+    # every kind of value was seen: known and unknown codes, missing numbers (flag set)
+    x_cat = slow["x_cat"]
+    assert (x_cat == 0).any(axis=0).all() and (x_cat > 0).any(axis=0).all()
+    assert set(np.unique(slow["x_num"][:, 2])) == {0.0, 1.0}  # b's missing-value flag
+
+
+def test_row_wise_transform_numbers_as_categories_and_edge_rows():
+    tf = _rich_transform()
+    assert tf.vocab["m"][:4] and set(tf.vocab["m"]) == {"1", "2", "3", "12"}
+    one = {"a": [None], "b": [None], "s": [1], "m": ["1"], "r": [2], "f": [True]}
+    codes = tf.transform_values(one)["x_cat"][0].tolist()
+    as_numbers = {**one, "m": [1.0], "r": ["2"], "f": ["True"]}
+    assert tf.transform_values(as_numbers)["x_cat"][0].tolist() == codes
+    s, m, r, f = codes
+    assert s == tf.vocab["s"].index("1") + 1 and m == tf.vocab["m"].index("1") + 1
+    assert r == tf.vocab["r"].index("2") + 1 and f == tf.vocab["f"].index("True") + 1
+    x_num = tf.transform_values(one)["x_num"]
+    assert x_num.tolist() == [[0.0, 0.0, 1.0]]  # imputed to the mean, b flagged missing
+    empty = tf.transform_values({k: [] for k in one})
+    assert empty["x_num"].shape == (0, 3) and empty["x_cat"].shape == (0, 4)
+    with pytest.raises(KeyError, match=r"missing feature column\(s\): \['f'\]"):
+        tf.transform_values({k: v for k, v in one.items() if k != "f"})

@@ -47,7 +47,8 @@ def resum(model: Path) -> None:
     """Record the current files' checksums, as a tamperer who knows the format would: the
     consistency checks must then catch what the checksum no longer does."""
     meta = read(model / artifacts.METADATA)
-    meta[M.CHECKSUMS] = {n: M.sha256_file(model / n) for n in M.CHECKED_FILES}
+    names = [*M.CHECKED_FILES, *([M.ONNX_FILE] if (model / M.ONNX_FILE).is_file() else [])]
+    meta[M.CHECKSUMS] = {n: M.sha256_file(model / n) for n in names}
     write(model / artifacts.METADATA, meta)
 
 
@@ -309,6 +310,51 @@ def test_model_written_before_checksums_still_loads_and_is_still_checked(model):
     assert Predictor(model).task == "binary"  # legacy artifact: fine
     edit(model, M.TRANSFORM_FILE, lambda d: d["vocab"]["carrier"].append("ZZ"), keep_sums=True)
     load_fails(model, "categorical feature 'carrier'")
+
+
+# ---- the ONNX export: there exactly when recorded, and checksummed --------------------------
+def test_the_trained_model_carries_a_checked_onnx_export(model):
+    meta = read(model / artifacts.METADATA)
+    assert meta[M.ONNX_KEY]["exported"] is True and (model / M.ONNX_FILE).is_file()
+    assert meta[M.CHECKSUMS][M.ONNX_FILE] == M.sha256_file(model / M.ONNX_FILE)
+
+
+def test_onnx_export_replaced_fails_its_checksum(model):
+    (model / M.ONNX_FILE).write_bytes(b"not an onnx model")
+    load_fails(model, "model.onnx does not match the sha256 recorded at commit")
+
+
+def test_onnx_export_replaced_with_a_forged_checksum_fails_at_onnx_runtime(model):
+    (model / M.ONNX_FILE).write_bytes(b"\x08\x07garbage")
+    resum(model)
+    assert Predictor(model).task == "binary"  # PyTorch does not read it
+    with pytest.raises(ArtifactError) as e:
+        Predictor(model, "onnx")
+    assert "ONNX Runtime cannot load model.onnx" in str(e.value) and "--runtime torch" in str(
+        e.value
+    )
+
+
+def test_onnx_export_missing_although_recorded(model):
+    (model / M.ONNX_FILE).unlink()
+    load_fails(model, "model.onnx is missing although metadata.json records an ONNX export")
+
+
+def test_onnx_export_that_no_metadata_records(model):
+    edit(model, artifacts.METADATA, lambda d: d.pop(M.ONNX_KEY), keep_sums=True)
+    load_fails(model, "holds model.onnx but its metadata.json records no ONNX export")
+
+
+def test_onnx_export_without_its_checksum(model):
+    edit(model, artifacts.METADATA, lambda d: d[M.CHECKSUMS].pop(M.ONNX_FILE), keep_sums=True)
+    load_fails(model, "records an ONNX export but no sha256 of model.onnx")
+
+
+def test_symlinked_onnx_export(model, tmp_path):
+    (tmp_path / "elsewhere.onnx").write_bytes((model / M.ONNX_FILE).read_bytes())
+    (model / M.ONNX_FILE).unlink()
+    (model / M.ONNX_FILE).symlink_to(tmp_path / "elsewhere.onnx")
+    load_fails(model, "model.onnx is a symbolic link")
 
 
 def test_writing_a_model_whose_spec_disagrees_writes_nothing(tmp_path, trained_model):

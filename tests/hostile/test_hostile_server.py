@@ -399,12 +399,12 @@ def test_integer_with_thousands_of_digits(app, good):
 
 
 def test_model_emitting_nan_gets_a_clear_500_not_nan(app, good, monkeypatch):
-    def nan_for_second(df):
-        out = np.full(len(df), 0.25)
+    def nan_for_second(columns, n, **kw):
+        out = np.full(n, 0.25)
         out[1] = np.nan
         return out
 
-    monkeypatch.setattr(app.state.predictor, "predict", nan_for_second)
+    monkeypatch.setattr(app.state.predictor, "predict_columns", nan_for_second)
     msg = error(post(app, body_of(good, good, good)), 500)
     assert "the model gave no finite prediction for instance(s) [1]" in msg
     assert "not of the request" in msg
@@ -433,9 +433,15 @@ def test_lone_surrogate_in_a_numeric_string(app, good):
     assert "instances[0].distance must be a finite number or null" in msg
 
 
-def test_surrogate_pair_emoji_is_fine_and_unknown(app, good):
-    resp = post(app, body_of(*[{**good, "carrier": "\U0001f600"}] * 300))  # > 256 rows: pandas
-    assert len(prob(resp)) == 300
+@pytest.mark.parametrize("rows", [1, 300])  # the row-wise path, then pandas (> 256 rows)
+def test_surrogate_pair_emoji_is_fine_and_unknown(app, good, rows):
+    from torchkfp.predictor import FAST_PATH_MAX_ROWS
+
+    assert (rows <= FAST_PATH_MAX_ROWS) == (rows == 1)
+    resp = post(app, body_of(*[{**good, "carrier": "\U0001f600"}] * rows))
+    assert len(prob(resp)) == rows
+    unseen = prob(post(app, body_of({**good, "carrier": "unseen"})))[0]
+    assert prob(resp)[0] == pytest.approx(unseen, abs=1e-6)  # the unknown bucket
 
 
 # structure

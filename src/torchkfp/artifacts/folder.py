@@ -37,7 +37,7 @@ ARTIFACT_ENTRIES = frozenset(
         *("train", "validation", "test"),
         *("train.pt", "validation.pt", "test.pt"),
         # transform and model
-        *("transform.json", "model.pt", "model_spec.json", "feature_spec.json"),
+        *("transform.json", "model.pt", "model_spec.json", "feature_spec.json", "model.onnx"),
         # a registered copy of a model
         *("version.json", ".version.json.tmp"),
     }

@@ -4,6 +4,12 @@ trained with), ``feature_spec.json`` (what a caller sends) and ``metadata.json``
 history, world size, throughput, data fingerprint, code version, and ``sha256``: the checksum of
 each of those four files), committed with ``_SUCCESS``.
 
+Optionally it also carries ``model.onnx``, the network exported to ONNX at training time
+(:mod:`torchkfp.onnx_export`): then ``metadata.json`` records ``onnx: {"exported": true, "file":
+"model.onnx", "opset": ..., "parity": {...}, "seconds": ...}`` and its sha256 beside the others;
+a model that was not exported records ``onnx: {"exported": false, "reason": "..."}``. Artifacts
+written before exports existed have no ``onnx`` entry.
+
 Training writes it; evaluation, the registries and serving read it through :class:`ModelArtifact`.
 
 Reading one checks it against itself before anything uses it (:func:`verify`, no torch needed,
@@ -55,6 +61,10 @@ TRANSFORM_FILE = transform_artifact.FILE
 CHECKSUMS = "sha256"
 """Metadata key: ``{file name: sha256 hex digest}`` of :data:`CHECKED_FILES`, written at commit."""
 CHECKED_FILES = (WEIGHTS_FILE, SPEC_FILE, TRANSFORM_FILE, FEATURE_SPEC_FILE)
+ONNX_FILE = "model.onnx"
+"""Optional: the network as ONNX, present exactly when ``metadata["onnx"]["exported"]`` is true,
+its sha256 recorded with the others."""
+ONNX_KEY = "onnx"
 
 _FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 _SPEC_REQUIRED = ("num_numeric", "cardinalities", "hidden_sizes", "dropout", "max_embedding_dim")
@@ -167,20 +177,33 @@ def _min_weight_bytes(spec: dict[str, Any]) -> int:
     return 2 * params
 
 
+def _onnx_exported(meta: dict[str, Any]) -> bool:
+    entry = meta.get(ONNX_KEY)
+    return isinstance(entry, dict) and entry.get("exported") is True
+
+
 def write(
     path: str | os.PathLike,
     state_dict: dict[str, torch.Tensor],
     spec: ModelSpec,
     tf: FittedTransform,
     metadata: dict[str, Any],
+    onnx_model: bytes | None = None,
 ) -> dict[str, Any]:
     """Write a complete model artifact (marker last); returns the committed metadata, with the
-    ``sha256`` of each file. A spec that disagrees with the transform is an ArtifactError and
-    nothing is written; a failure while writing (a full disk) removes the partial folder."""
+    ``sha256`` of each file. ``onnx_model``: the serialized ONNX export, written as
+    ``model.onnx`` (``metadata["onnx"]["exported"]`` must then be true, and false without it).
+    A spec that disagrees with the transform is an ArtifactError and nothing is written; a
+    failure while writing (a full disk) removes the partial folder."""
     import torch
 
     spec_d = spec.to_dict()
     found = spec_problems(spec_d) or consistency_problems(spec_d, tf)
+    if (onnx_model is not None) != _onnx_exported(metadata):
+        raise ArtifactError(
+            f"model artifact {str(path)!r} not written: metadata[{ONNX_KEY!r}] must record "
+            f"exported=true exactly when an ONNX export ({ONNX_FILE}) is written"
+        )
     if found:
         raise ArtifactError(
             f"model artifact {str(path)!r} not written: the model and its transform disagree: "
@@ -192,7 +215,11 @@ def write(
         (out / SPEC_FILE).write_text(json.dumps(spec_d, indent=1))
         tf.save(out / TRANSFORM_FILE)
         (out / FEATURE_SPEC_FILE).write_text(json.dumps(tf.feature_spec(), indent=1))
-        sums = {name: sha256_file(out / name) for name in CHECKED_FILES}
+        names = list(CHECKED_FILES)
+        if onnx_model is not None:
+            (out / ONNX_FILE).write_bytes(onnx_model)
+            names.append(ONNX_FILE)
+        sums = {name: sha256_file(out / name) for name in names}
         return commit(out, KIND, {**metadata, CHECKSUMS: sums})
     except BaseException as e:  # a full disk: no half-written model is left behind
         shutil.rmtree(out, ignore_errors=True)
@@ -231,6 +258,42 @@ def _check_sums(p: Path, meta: dict[str, Any], what: str) -> None:
             )
 
 
+def _check_onnx(p: Path, meta: dict[str, Any], what: str) -> None:
+    """``model.onnx`` is there exactly when the metadata records an export, a regular file
+    whose sha256 is the recorded one."""
+    f = p / ONNX_FILE
+    present = f.exists() or f.is_symlink()
+    if not _onnx_exported(meta):
+        if present:
+            raise ArtifactError(
+                f"{what}: holds {ONNX_FILE} but its metadata.json records no ONNX export "
+                f"({ONNX_KEY}.exported is not true): the file was added after training; remove "
+                "it, or train again to export the model"
+            )
+        return
+    require_regular_file(
+        f,
+        f"{what}: {ONNX_FILE}",
+        " although metadata.json records an ONNX "
+        "export; use the model as training wrote it (or train again)",
+    )
+    sums = meta.get(CHECKSUMS)
+    if sums is None:
+        return
+    digest = sums.get(ONNX_FILE) if isinstance(sums, dict) else None
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise ArtifactError(
+            f"{what}: metadata.json records an ONNX export but no sha256 of {ONNX_FILE} in "
+            f"{CHECKSUMS!r}; the artifact was edited after its commit"
+        )
+    if sha256_file(f) != digest:
+        raise ArtifactError(
+            f"{what}: {ONNX_FILE} does not match the sha256 recorded at commit in metadata.json: "
+            "the file was changed, replaced or damaged after training; use the model as "
+            "training wrote it (or train again)"
+        )
+
+
 def verify(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], FittedTransform]:
     """Check a model artifact against itself (the module docstring lists what) without torch;
     returns its metadata, its spec (as a dict) and its transform, or raises ArtifactError."""
@@ -267,6 +330,7 @@ def verify(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], Fit
             f"{weight_bytes} bytes: the spec does not belong to these weights"
         )
     _check_sums(p, meta, what)
+    _check_onnx(p, meta, what)
     return meta, spec, tf
 
 
@@ -332,6 +396,39 @@ class ModelArtifact:
                     "diverged or the file is damaged: train again"
                 )
         return state
+
+    @property
+    def has_onnx(self) -> bool:
+        """Whether the artifact carries an ONNX export (``model.onnx``)."""
+        return _onnx_exported(self.metadata)
+
+    def onnx_model(self) -> bytes:
+        """The serialized ONNX export, read from the bytes whose checksum is checked;
+        ArtifactError when the artifact has none (the reason training recorded is named)."""
+        what = f"model artifact {str(self.path)!r}"
+        if not self.has_onnx:
+            entry = self.metadata.get(ONNX_KEY)
+            if isinstance(entry, dict) and entry.get("reason"):
+                why = f"training did not export it: {str(entry['reason'])[:400]}"
+            elif entry is None:
+                why = "it was written before torchkfp exported ONNX, or with train.export_onnx off"
+            else:
+                why = f"metadata.json has {ONNX_KEY}={_short(entry)}"
+            raise ArtifactError(
+                f"{what} has no ONNX export ({ONNX_FILE}) to run on ONNX Runtime ({why}); serve "
+                "it on PyTorch (--runtime torch), or train it again with train.export_onnx: true"
+            )
+        try:
+            data = (self.path / ONNX_FILE).read_bytes()
+        except OSError as e:
+            raise ArtifactError(f"{what}: {ONNX_FILE} cannot be read ({_first_line(e)})") from None
+        sums = self.metadata.get(CHECKSUMS)
+        if isinstance(sums, dict) and hashlib.sha256(data).hexdigest() != sums.get(ONNX_FILE):
+            raise ArtifactError(
+                f"{what}: {ONNX_FILE} does not match the sha256 recorded at commit in "
+                "metadata.json (it changed after the artifact was loaded)"
+            )
+        return data
 
     def module(self) -> torch.nn.Module:
         """The network with its weights, in eval mode (a user's model factory is imported)."""

@@ -72,6 +72,13 @@ def serve(
         "answers 503 Service Unavailable and closes the connection, so a load balancer can "
         "retry elsewhere.",
     ),
+    runtime: str = typer.Option(
+        None,
+        "--runtime",
+        help="What runs the model: torch (PyTorch) or onnx (ONNX Runtime, on the model.onnx "
+        "that training exported and checked; a model without one fails at startup). Default: "
+        "TORCHKFP_SERVING_RUNTIME, else torch.",
+    ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ) -> None:
     """Serve a model over HTTP with the Vertex AI custom-container contract.
@@ -85,6 +92,7 @@ def serve(
       torchkfp serve                   (the local registry's champion)\n
       torchkfp serve --alias champion --port 8081\n
       torchkfp serve --model .runs/RUN/train/model\n
+      torchkfp serve --runtime onnx     (ONNX Runtime instead of PyTorch)\n
       AIP_STORAGE_URI=gs://BUCKET/model torchkfp serve --host 0.0.0.0
     """
     from torchkfp.serving import ServeError, resolve_model
@@ -100,6 +108,7 @@ def serve(
             access_log=access_log,
             keep_alive_timeout_s=keep_alive_timeout,
             max_connections=max_connections,
+            runtime=runtime,
             max_instances=max_instances,
             max_body_bytes=max_body_bytes,
             body_timeout_s=body_timeout,

@@ -269,6 +269,11 @@ class TrainConfig(_Section):
     """Share of categorical training inputs replaced by the unknown bucket (index 0), so that
     bucket learns a meaningful embedding for values never seen in training (new carriers,
     routes, or months outside the training window of a temporal split)."""
+    export_onnx: bool = True
+    """Also export the model to ONNX (``model.onnx`` in the model artifact, checked against
+    PyTorch on the test split to 1e-5) so it can be served on ONNX Runtime (``torchkfp serve
+    --runtime onnx``) or used outside Python. Costs a few seconds at the end of training;
+    false skips it (the artifact then records ``onnx.exported: false``)."""
     tuning: OptStr = None
     """Where these settings came from: ``<study summary>#trial-N`` of ``torchkfp tune``
     (written into the best-settings file and recorded in the model metadata with the rest of
@@ -364,6 +369,9 @@ class VertexConfig(_Section):
     """Training replicas (1 chief + workers), each running nproc_per_node DDP processes."""
     endpoint_display_name: str = "flights-delay"
     """Endpoint the promoted model is deployed to (created if absent)."""
+    serving_runtime: Literal["torch", "onnx"] = "torch"
+    """What the endpoint's server runs the model on: ``torch``, or ``onnx`` (ONNX Runtime on
+    the artifact's ``model.onnx``; set as TORCHKFP_SERVING_RUNTIME in the serving container)."""
     serving_machine_type: str = "n1-standard-2"
     """Machine type of the endpoint's replicas."""
     min_replica_count: Int = 1

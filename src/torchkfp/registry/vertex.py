@@ -373,6 +373,7 @@ class VertexRegistry:
             serving_container_predict_route="/predict",
             serving_container_health_route="/health",
             serving_container_ports=[8080],
+            serving_container_environment_variables={"TORCHKFP_SERVING_RUNTIME": v.serving_runtime},
             parent_model=None if parent is None else parent.resource_name,
             # no aliases yet, "default" included: they move once the version is serving (the very
             # first version of a model is its default whatever this says)

@@ -76,9 +76,20 @@ headers) still incomplete past 64 KiB, or bytes that are not HTTP, get uvicorn's
 GET ``/metadata`` is unauthenticated: it shows the model's identity (registry version, data
 fingerprint, code version, training summary) but no filesystem paths or storage URIs.
 
-Inference is CPU-bound: it runs in worker threads (at most ``inference_threads`` at once) so the
-event loop keeps answering health checks, and ``serve`` pins torch to a small number of intra-op
-threads (``TORCHKFP_TORCH_THREADS``, default 1) so concurrent requests do not oversubscribe cores.
+Runtime (``torchkfp serve --runtime``, else ``TORCHKFP_SERVING_RUNTIME``, default ``torch``):
+``torch`` runs the network built from the weights, ``onnx`` the artifact's ``model.onnx`` (exported
+and checked against PyTorch at training time) on ONNX Runtime; both answer alike to 1e-5. A model
+without an ONNX export on ``onnx`` fails to load as above (503 ``failed`` naming the reason
+training recorded, then exit 2). ``GET /metadata`` names the runtime.
+
+Latency: a request of at most :data:`~torchkfp.predictor.FAST_PATH_MAX_ROWS` instances takes the
+row-wise transform (validated values straight to arrays, the same arrays as the pandas transform),
+a larger one the vectorized pandas transform. A body of at most ``INLINE_BODY_BYTES`` (16 KiB, a
+dozen instances) is answered on the event loop (a fraction of a millisecond); a larger one in a
+worker thread (at most ``inference_threads`` at once) so the event loop keeps answering health
+checks. ``serve`` pins the runtime to a small number of intra-op threads
+(``TORCHKFP_TORCH_THREADS``, default 1, for torch and ONNX Runtime alike) so concurrent requests
+do not oversubscribe cores.
 """
 
 from torchkfp.serving.app import create_app, serve

@@ -28,6 +28,7 @@ limit, whose error message is about Python; no float holds such a number anyway)
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 EXAMPLE = '{"instances": [{"feature": value, ...}, ...]}'
+_ANY = (-math.inf, math.inf)
 
 
 def json_bytes(body: Any) -> bytes:
@@ -163,11 +164,17 @@ class InstanceValidator:
                 )
             if missing or unknown:
                 return
+        ranges = self.ranges
         for name in self.numeric:
             v = inst[name]
             if v is None:
                 cols[name].append(math.nan)
                 continue
+            if type(v) is float:  # the common case, checked inline: finite and in range
+                lo, hi = ranges.get(name, _ANY)
+                if lo <= v <= hi and v - v == 0.0:
+                    cols[name].append(v)
+                    continue
             x = self._number(i, name, v, problems)
             cols[name].append(math.nan if x is None else x)
         for name in self.categorical:

@@ -3,10 +3,11 @@
 
 Joins the process group with the backend the launcher chose, loads the features, builds the
 model and the :class:`~torchkfp.training.loop.Trainer` (:func:`build_trainer`), runs the loop;
-global rank 0 then writes the model artifact (format: :mod:`torchkfp.artifacts.model`), never
-one with non-finite weights. A problem the user can fix is raised as
-:class:`~torchkfp.errors.TrainingError`; ``record`` hands its message to the launcher, which
-raises it again as is.
+global rank 0 then exports the shipped weights to ONNX and checks the export against PyTorch
+(:func:`onnx_export`, unless ``train.export_onnx`` is false) and writes the model artifact
+(format: :mod:`torchkfp.artifacts.model`), never one with non-finite weights. A problem the
+user can fix is raised as :class:`~torchkfp.errors.TrainingError`; ``record`` hands its message
+to the launcher, which raises it again as is.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -152,6 +154,45 @@ def final_state(trainer: Trainer) -> dict[str, torch.Tensor]:
     return state
 
 
+def onnx_export(
+    tc: TrainConfig,
+    state: dict[str, torch.Tensor],
+    spec: ModelSpec,
+    features: str,
+    label_std: float,
+) -> tuple[bytes | None, dict[str, object]]:
+    """The ONNX export of the shipped weights and what the metadata records of it (see
+    :mod:`torchkfp.onnx_export`): checked on the test split's features (the validation split's
+    when the features artifact has no test split). ``train.export_onnx`` false: no export. A
+    model that cannot be exported, or whose export differs from PyTorch by more than the
+    tolerance, is not exported and training goes on: the reason is recorded and printed as a
+    warning."""
+    if not getattr(tc, "export_onnx", True):
+        return None, {"exported": False, "reason": "train.export_onnx is false"}
+    from torchkfp.onnx_export import export_checked
+
+    split = "test" if (Path(features) / "test.pt").is_file() else "validation"
+    data = features_artifact.read_split(features, split)
+    module = build_model(spec)
+    module.load_state_dict(state)
+    module.eval()
+    result = export_checked(
+        module, spec.task, data["x_num"], data["x_cat"], split=split, label_std=label_std
+    )
+    if result.model is None:
+        print(f"[train] warning: no ONNX export: {result.info['reason']}", file=sys.stderr)
+    else:
+        parity = result.info["parity"]
+        print(
+            f"[train] ONNX export: opset {result.info['opset']}, max abs difference "
+            f"{parity['max_abs_diff']:.2g} on {parity['rows']} {split} rows, "
+            f"{result.info['seconds']:.1f} s",
+            file=sys.stderr,
+        )
+        result.info["file"] = model_artifact.ONNX_FILE
+    return result.model, result.info
+
+
 @record  # a worker's exception reaches the launcher's error message (TORCHELASTIC_ERROR_FILE)
 def main(argv: list[str] | None = None) -> None:
     a = _parse(argv)
@@ -182,8 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         if rank == 0:
             state = final_state(trainer)
             tb = a.tensorboard_dir if scalars is not None and scalars.done else None
+            onnx_model, onnx_info = onnx_export(tc, state, spec, a.features, tf.target.std)
             meta = _model_metadata(trainer, feats_meta, time.perf_counter() - t0, a.backend, tb)
-            model_artifact.write(a.model, state, spec, tf, meta)
+            meta[model_artifact.ONNX_KEY] = onnx_info
+            model_artifact.write(a.model, state, spec, tf, meta, onnx_model)
         dist.barrier()
     finally:
         if scalars is not None:
