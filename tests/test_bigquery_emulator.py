@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from torchkfp import artifacts
 from torchkfp.artifacts.dataset import SPLITS, read_split
 from torchkfp.ingest import ingest
 from torchkfp.seed import SCHEMAS, seed_bigquery
@@ -43,7 +44,9 @@ def _port() -> int:
 
 
 @pytest.fixture(scope="module")
-def bq_emulator(tmp_path_factory):
+def emulator(tmp_path_factory):
+    """bqemulator running (REST and the Storage Read API's gRPC): its REST url and its
+    gRPC ``host:port``."""
     exe = shutil.which("bqemulator") or str(Path(sys.executable).with_name("bqemulator"))
     if not Path(exe).exists():
         pytest.skip("bqemulator is not installed (make test installs it)")
@@ -86,10 +89,47 @@ def bq_emulator(tmp_path_factory):
                 time.sleep(0.1)
         else:
             pytest.fail("bqemulator did not become ready")
-        yield url
+        yield url, f"127.0.0.1:{grpc}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def bq_emulator(emulator):
+    return emulator[0]
+
+
+@pytest.fixture(scope="module")
+def storage_host(emulator):
+    """The Storage Read API's ``host:port`` (BIGQUERY_STORAGE_EMULATOR_HOST)."""
+    return emulator[1]
+
+
+def _read_client(host: str):
+    import grpc
+    from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
+        BigQueryReadGrpcTransport,
+    )
+
+    return BigQueryReadClient(
+        transport=BigQueryReadGrpcTransport(channel=grpc.insecure_channel(host))
+    )
+
+
+STAGING = "staging"
+
+
+@pytest.fixture(scope="module")
+def bq_wh(bq_client, storage_host):
+    """The warehouse the way ingest streams from it: query job, then its result table (staged
+    in ``STAGING``: bqemulator cannot read anonymous result tables) read through the Storage
+    Read API in 4 parallel streams."""
+    bq_client.create_dataset(STAGING, exists_ok=True)
+    return BigQueryWarehouse(
+        PROJECT, client=bq_client, read_client=_read_client(storage_host), staging_dataset=STAGING
+    )
 
 
 def _client(url: str, http=None):
@@ -180,20 +220,21 @@ def _same_splits(a_dir, b_dir, key):
                 assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), col
 
 
-def test_bigquery_and_duckdb_ingest_the_same_rows(tmp_path, bq_client, small_config):
+def test_bigquery_and_duckdb_ingest_the_same_rows(tmp_path, bq_wh, small_config):
     cfg, bq_cfg = _configs(small_config)
-    wh = BigQueryWarehouse(PROJECT, client=bq_client)
-    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq", warehouse=wh)
+    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq", warehouse=bq_wh)
     local = ingest(cfg.warehouse, cfg.data, cfg.split, tmp_path / "duck")
     assert bq.rows == local.rows and sum(bq.rows.values()) > 3000
     assert local.rows["validation"] > 0 and local.rows["test"] > 0
     _same_splits(tmp_path / "bq", tmp_path / "duck", ["flight_date", "carrier", "flight", "origin"])
+    # read through the Storage Read API, in several streams
+    meta = artifacts.require(tmp_path / "bq", "dataset")
+    assert meta["read"]["read"] == "storage api" and meta["read"]["streams"] == 4
 
 
-def test_hash_split_on_a_key_is_the_same_in_both_engines(tmp_path, bq_client, small_config):
+def test_hash_split_on_a_key_is_the_same_in_both_engines(tmp_path, bq_wh, small_config):
     cfg, bq_cfg = _configs(small_config, **{"split.strategy": "hash", "split.column": "flight"})
-    wh = BigQueryWarehouse(PROJECT, client=bq_client)
-    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq", warehouse=wh)
+    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq", warehouse=bq_wh)
     local = ingest(cfg.warehouse, cfg.data, cfg.split, tmp_path / "duck")
     assert bq.rows == local.rows and min(bq.rows.values()) > 300
     _same_splits(tmp_path / "bq", tmp_path / "duck", ["flight_date", "carrier", "flight", "origin"])
@@ -232,7 +273,7 @@ def own_rows(bq_client, tmp_path_factory):
 
 @pytest.mark.parametrize("key", ["id", None])  # a key column; the whole row
 def test_hash_split_of_your_own_table_is_the_same_in_both_engines(
-    tmp_path, bq_client, own_rows, small_config, key
+    tmp_path, bq_wh, own_rows, small_config, key
 ):
     common = {
         "warehouse.query_file": None,
@@ -260,8 +301,7 @@ def test_hash_split_of_your_own_table_is_the_same_in_both_engines(
             "warehouse.table": "own.rows" if key else f"{PROJECT}.own.rows",
         }
     )
-    wh = BigQueryWarehouse(PROJECT, client=bq_client)
-    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq", warehouse=wh)
+    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq", warehouse=bq_wh)
     duck = ingest(local.warehouse, local.data, local.split, tmp_path / "duck")
     for split in SPLITS:
         ids = [
@@ -269,8 +309,9 @@ def test_hash_split_of_your_own_table_is_the_same_in_both_engines(
         ]
         assert ids[0] == ids[1] and len(ids[0]) > 20, split
     assert bq.rows == duck.rows and sum(bq.rows.values()) == 400
-    for split in SPLITS:  # the same rows, types and order: the same stored table
-        assert read_split(tmp_path / "bq", split).equals(read_split(tmp_path / "duck", split))
+    for split in SPLITS:  # the same rows and types (BigQuery's streams come in any order)
+        got = [read_split(tmp_path / d, split).sort_by("id") for d in ("bq", "duck")]
+        assert got[0].equals(got[1])
 
 
 def test_farm_fingerprint_same_values_in_both_engines(bq_client, warehouse_path):
@@ -548,3 +589,163 @@ def test_an_estimate_over_the_byte_cap_is_refused():
     assert check_budget(QueryEstimate(10**9, 10**9)).over_budget is False  # at the cap: fine
     assert check_budget(QueryEstimate(None, 1)).over_budget is False  # no estimate (DuckDB)
     assert check_budget(QueryEstimate(10**12, None)).over_budget is False  # no cap
+
+
+# ---- streaming: the Storage Read API in parallel streams, REST as the fallback -------------
+def _sorted_rows(table, key=("flight_date", "carrier", "flight", "origin", "dep_hour")):
+    return table.sort_by([(k, "ascending") for k in key]).to_pylist()
+
+
+def _days_query():
+    from torchkfp.warehouse import load_sql
+
+    days = {"start_date": DAYS[0], "end_date": DAYS[1]}
+    return (
+        load_sql("flights_delay.sql", f"{PROJECT}.nycflights13"),
+        load_sql("flights_delay.sql", "nycflights13"),
+        days,
+    )
+
+
+def test_storage_read_streams_give_the_same_rows_as_duckdb(bq_wh, bq_client, warehouse_path):
+    bq_sql, duck_sql, days = _days_query()
+    with bq_wh.stream(bq_sql, days, batch_rows=500) as rows:
+        assert rows.info == {
+            "engine": "bigquery",
+            "read": "storage api",
+            "streams": 4,
+            "staged": True,
+        }
+        batches = list(rows)
+    assert all(0 < b.num_rows <= 500 for b in batches)
+    bq = pa.Table.from_batches(batches, schema=rows.schema)
+    duck = DuckDBWarehouse(warehouse_path).stream(duck_sql, days).read_all()
+    assert bq.num_rows == duck.num_rows > 3000
+    assert bq.schema.names == duck.schema.names
+    assert not any(f.metadata for f in bq.schema)  # the emulator's field metadata is dropped
+    assert _sorted_rows(bq) == _sorted_rows(duck)
+    # the staged result table is gone once read
+    assert [t.table_id for t in bq_client.list_tables(f"{PROJECT}.{STAGING}")] == []
+
+
+def test_storage_read_of_no_rows_keeps_the_schema_and_early_close_cleans_up(bq_wh, bq_client):
+    bq_sql, _, _ = _days_query()
+    empty = {"start_date": dt.date(2014, 1, 1), "end_date": dt.date(2014, 1, 2)}
+    with bq_wh.stream(bq_sql, empty) as rows:
+        assert list(rows) == []
+        assert rows.schema.names[:3] == ["flight_date", "carrier", "flight"]
+        assert rows.schema.field("flight_date").type == pa.date32()
+    rows = bq_wh.stream(bq_sql, {"start_date": DAYS[0], "end_date": DAYS[1]}, batch_rows=100)
+    first = next(rows)
+    assert first.num_rows == 100
+    rows.close()  # stops the reader threads and drops the staged table
+    assert [t.table_id for t in bq_client.list_tables(f"{PROJECT}.{STAGING}")] == []
+
+
+def test_streamed_query_job_carries_the_labels_and_the_byte_cap(seeded, recorded, storage_host):
+    client, sent = recorded
+    client.create_dataset(STAGING, exists_ok=True)
+    wh = BigQueryWarehouse(
+        PROJECT,
+        client=client,
+        labels={"team": "ml"},
+        maximum_bytes_billed=10**9,
+        read_client=_read_client(storage_host),
+        staging_dataset=STAGING,
+    )
+    sql = "SELECT carrier, COUNT(*) AS n FROM nycflights13.flights WHERE month = @m GROUP BY 1"
+    assert wh.stream(sql, {"m": 1}).read_all().num_rows == 16
+    [job] = _job_posts(sent)
+    assert job["configuration"]["labels"] == {"team": "ml"}
+    assert job["configuration"]["query"]["maximumBytesBilled"] == "1000000000"
+    text = job["configuration"]["query"]["query"]
+    assert text.startswith(f"CREATE TABLE `{PROJECT}.{STAGING}.torchkfp_")
+    assert "expiration_timestamp" in text and text.endswith(sql)
+
+
+class _NoStorageApi:
+    """A gRPC server answering the Storage Read API's CreateReadSession the way BigQuery does
+    in a project where the API is not enabled (PERMISSION_DENIED)."""
+
+    MESSAGE = (
+        "BigQuery Storage API has not been used in project 123 before or it is disabled. "
+        "Enable it by visiting https://console.developers.google.com/apis/api/"
+        "bigquerystorage.googleapis.com/overview?project=123"
+    )
+
+    def __enter__(self):
+        from concurrent import futures
+
+        import grpc
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, self.MESSAGE)
+
+        handler = grpc.method_handlers_generic_handler(
+            "google.cloud.bigquery.storage.v1.BigQueryRead",
+            {"CreateReadSession": grpc.unary_unary_rpc_method_handler(deny)},
+        )
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        self.server.add_generic_rpc_handlers((handler,))
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        return f"127.0.0.1:{port}"
+
+    def __exit__(self, *exc):
+        self.server.stop(grace=None)
+
+
+def test_without_the_storage_api_the_result_is_read_over_rest(bq_client, warehouse_path, caplog):
+    import logging
+
+    bq_sql, duck_sql, days = _days_query()
+    duck = DuckDBWarehouse(warehouse_path).query(duck_sql, days)
+    with _NoStorageApi() as host, caplog.at_level(logging.WARNING, "torchkfp.warehouse"):
+        wh = BigQueryWarehouse(
+            PROJECT, client=bq_client, read_client=_read_client(host), staging_dataset=STAGING
+        )
+        with wh.stream(bq_sql, days, batch_rows=1000) as rows:
+            assert rows.info["read"] == "rest" and "PermissionDenied" not in rows.info["why"]
+            assert "has not been used in project 123" in rows.info["why"]
+            rest = pa.Table.from_batches(list(rows), schema=rows.schema)
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.getMessage().startswith(
+        "reading the BigQuery result over REST pages (slower): the BigQuery Storage Read API "
+        "is not usable: 403 BigQuery Storage API has not been used in project 123"
+    )
+    assert _sorted_rows(rest) == _sorted_rows(duck)
+    assert [t.table_id for t in bq_client.list_tables(f"{PROJECT}.{STAGING}")] == []
+    # asked for REST: the job's own (anonymous) result table, page by page
+    wh = BigQueryWarehouse(PROJECT, client=bq_client, storage_read=False)
+    with wh.stream(bq_sql, days) as rows:
+        assert rows.info["read"] == "rest" and rows.info["staged"] is False
+        assert _sorted_rows(rows.read_all()) == _sorted_rows(duck)
+
+
+def test_ingest_from_the_config_with_the_emulator_hosts(
+    tmp_path, bq_emulator, storage_host, seeded, small_config, monkeypatch
+):
+    """The environment a user sets for an emulator: open_warehouse finds both hosts, stages
+    results in the default staging dataset (created) and reads them in parallel streams."""
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bq_emulator)
+    monkeypatch.setenv("BIGQUERY_STORAGE_EMULATOR_HOST", storage_host)
+    cfg, bq_cfg = _configs(small_config)
+    bq = ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "bq")
+    local = ingest(cfg.warehouse, cfg.data, cfg.split, tmp_path / "duck")
+    assert bq.rows == local.rows
+    meta = artifacts.require(tmp_path / "bq", "dataset")
+    assert meta["read"] == {
+        "engine": "bigquery",
+        "read": "storage api",
+        "streams": 4,
+        "staged": True,
+    }
+    _same_splits(tmp_path / "bq", tmp_path / "duck", ["flight_date", "carrier", "flight", "origin"])
+    # without the Storage Read API's host: REST, saying why
+    monkeypatch.delenv("BIGQUERY_STORAGE_EMULATOR_HOST")
+    ingest(bq_cfg.warehouse, bq_cfg.data, bq_cfg.split, tmp_path / "rest")
+    meta = artifacts.require(tmp_path / "rest", "dataset")
+    assert (
+        meta["read"]["read"] == "rest" and "BIGQUERY_STORAGE_EMULATOR_HOST" in meta["read"]["why"]
+    )
+    assert meta["fingerprint"] == bq.fingerprint  # the same rows, read another way

@@ -119,9 +119,9 @@ def test_ingest_checks_the_columns_before_it_runs_the_query(tmp_path, small_conf
             self.calls.append("result_schema")
             return self.wh.result_schema(sql, params)
 
-        def query(self, sql, params):
-            self.calls.append("query")
-            return self.wh.query(sql, params)
+        def stream(self, sql, params, batch_rows):
+            self.calls.append("stream")
+            return self.wh.stream(sql, params, batch_rows=batch_rows)
 
         def describe(self):
             return self.wh.describe()
@@ -132,7 +132,7 @@ def test_ingest_checks_the_columns_before_it_runs_the_query(tmp_path, small_conf
         ingest(cfg.warehouse, cfg.data, cfg.split, tmp_path / "ds", warehouse=spy)
     assert spy.calls == ["result_schema"]  # the query itself never ran
     ingest(small_config.warehouse, small_config.data, small_config.split, tmp_path / "ok", spy)
-    assert spy.calls == ["result_schema", "result_schema", "query"]
+    assert spy.calls == ["result_schema", "result_schema", "stream"]
 
 
 def test_default_config_on_the_full_data_gives_the_documented_split(tmp_path, warehouse_path):

@@ -572,6 +572,7 @@ def test_cli_schedule_run_local_runs_the_dag_and_stops_on_sigint(tmp_path, wareh
             str(hist),
             "--grace",
             "20",
+            "--no-cache",  # every run trains (the data does not change between ticks)
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -129,17 +129,34 @@ def test_open_hands_the_report_to_the_browser(runs, tmp_path):
 @pytest.mark.integration
 def test_the_dag_run_report_is_found_and_shown(dag_run):
     """The real layout: the DAG run by ``torchkfp run`` (kfp.local) writes the evaluate step's
-    HTML output, and ``torchkfp report`` finds it as the latest report."""
+    HTML output, and ``torchkfp report`` finds it: named by its run id, and with no run named
+    the newest run that has one (other tests may add runs to this shared root)."""
     summary = dag_run["summary"]
-    p = subprocess.run(
-        [sys.executable, "-m", "torchkfp.cli", "report", "--config", str(dag_run["config_file"])],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert p.returncode == 0, p.stderr
-    found = json.loads(p.stdout)
+    run_id = Path(summary["run_dir"]).parent.name
+
+    def report(*args: str) -> dict:
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torchkfp.cli",
+                "report",
+                *args,
+                "--config",
+                str(dag_run["config_file"]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    found = report(run_id)
     assert Path(found["report"]).is_relative_to(summary["run_dir"])
+    runs_root = Path(summary["run_dir"]).parent.parent
+    newest = max(r.name for r in runs_root.glob("run-*") if list(r.glob("*/evaluate/html_report")))
+    assert Path(report()["report"]).is_relative_to(runs_root / newest)
     page = Path(found["report"]).read_text()
     assert page.startswith("<!DOCTYPE html>") and 'id="gate"' in page and "ROC curve" in page
     # what the evaluate step told KFP about it: the decision and the primary metric

@@ -114,7 +114,7 @@ def test_hash_on_a_key_matches_farm_fingerprint_and_the_fractions(tmp_path, parq
     }
     assert "split" not in meta["schema"] and meta["schema"]["id"] == "int64"
     stored = dataset_artifact.read_split(tmp_path / "a", "train").column("id").to_pylist()
-    assert stored == sorted(stored)  # rows stored sorted by their columns (id first)
+    assert stored == sorted(stored)  # stored in the order read (the file is in id order)
 
 
 def test_hash_test_rows_stay_when_the_validation_fraction_changes(tmp_path, parquet):

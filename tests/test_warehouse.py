@@ -1,6 +1,7 @@
 """torchkfp.warehouse: BigQuery-dialect SQL on the embedded DuckDB, the query file, parameters."""
 
 import datetime as dt
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -231,3 +232,92 @@ def test_cli_seeds_duckdb_and_reseeding_replaces_the_file(tmp_path):
     assert r.exit_code == 2 and "is a folder" in r.stderr
     r = CliRunner().invoke(app, ["warehouse", "seed", "--backend", "sqlite"])
     assert r.exit_code == 2 and "use bigquery or duckdb" in r.stderr
+
+
+# ---- streaming -------------------------------------------------------------------------------
+def _spill_folders(root) -> list:
+    return sorted(p.name for p in root.iterdir())
+
+
+def test_duckdb_stream_yields_bounded_batches_and_the_same_rows_as_query(warehouse_path):
+    wh = DuckDBWarehouse(warehouse_path)
+    sql = load_sql("flights_delay.sql", "nycflights13")
+    params = query_params(
+        WarehouseConfig(query_parameters={"start_date": "2013-01-01", "end_date": "2013-01-10"})
+    )
+    with wh.stream(sql, params, batch_rows=1000) as rows:
+        assert rows.info["engine"] == "duckdb"
+        batches = list(rows)
+    assert len(batches) > 5 and all(0 < b.num_rows <= 1000 for b in batches)
+    streamed = pa.Table.from_batches(batches, schema=rows.schema)
+    assert streamed.equals(wh.query(sql, params))  # the same rows, in the query's ORDER BY
+    # no rows: no batches, and the schema all the same
+    none = query_params(
+        WarehouseConfig(query_parameters={"start_date": "2014-01-01", "end_date": "2014-01-10"})
+    )
+    with wh.stream(sql, none) as rows:
+        assert list(rows) == [] and rows.schema == streamed.schema
+    with pytest.raises(ConfigError, match=r"\['start_date'\] have no value"):
+        wh.stream("SELECT @start_date AS d", {})
+    with pytest.raises(ValueError, match="batch_rows=0 must be a positive number"):
+        wh.stream(sql, params, batch_rows=0)
+
+
+def test_duckdb_connections_have_the_memory_limit_and_a_spill_folder_of_their_own(tmp_path):
+    wh = DuckDBWarehouse(None, memory_limit="64MB", temp_directory=tmp_path, threads=1)
+    con = wh.connect()
+    try:
+        limit, spill, threads = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory'), "
+            "current_setting('threads')"
+        ).fetchone()
+        assert limit in ("64.0 MB", "61.0 MiB") and threads == 1
+        assert Path(spill).parent == tmp_path and Path(spill).is_dir()
+    finally:
+        con.close()
+    assert _spill_folders(tmp_path) == []  # removed with the connection
+    with pytest.raises(ConfigError, match=r"memory_limit='lots' is not a memory size"):
+        DuckDBWarehouse(None, memory_limit="lots")
+
+
+def test_duckdb_stream_spills_a_sort_bigger_than_its_memory_limit(tmp_path):
+    # ~1.5M rows of (BIGINT, VARCHAR): about 40 MB to sort under a 24 MB limit
+    wh = DuckDBWarehouse(None, memory_limit="24MB", temp_directory=tmp_path, threads=1)
+    sql = (
+        "SELECT x, CONCAT(CAST(x AS STRING), 'abcdefgh') AS s "
+        "FROM UNNEST(GENERATE_ARRAY(1, 1500000)) AS x ORDER BY -x"
+    )
+    spilled = set()
+    with wh.stream(sql, {}, batch_rows=100_000) as rows:
+        n, first = 0, None
+        for batch in rows:
+            first = batch.column("x")[0].as_py() if first is None else first
+            n += batch.num_rows
+            spilled.update(p.name for p in tmp_path.glob("*/*"))
+    assert n == 1_500_000 and first == 1_500_000
+    assert any(name.startswith("duckdb_temp") for name in spilled), spilled
+    assert _spill_folders(tmp_path) == []
+
+
+def test_closing_a_stream_early_frees_its_connection(tmp_path, warehouse_path):
+    wh = DuckDBWarehouse(warehouse_path, temp_directory=tmp_path)
+    sql = "SELECT * FROM nycflights13.flights"
+    rows = wh.stream(sql, {}, batch_rows=100)
+    assert next(rows).num_rows == 100
+    assert len(_spill_folders(tmp_path)) == 1
+    rows.close()
+    assert _spill_folders(tmp_path) == [] and list(rows) == []
+    with wh.stream(sql, {}, batch_rows=100) as rows:
+        next(rows)
+    assert _spill_folders(tmp_path) == []
+    # read to the end: closed too
+    assert sum(b.num_rows for b in wh.stream("SELECT 1 AS x", {})) == 1
+    assert _spill_folders(tmp_path) == []
+
+
+def test_open_warehouse_gives_duckdb_its_streaming_defaults(warehouse_path):
+    from torchkfp.warehouse import DEFAULT_DUCKDB_MEMORY_LIMIT
+
+    wh = open_warehouse(WarehouseConfig(duckdb_path=warehouse_path))
+    assert wh.memory_limit == DEFAULT_DUCKDB_MEMORY_LIMIT == "1GB"
+    assert wh.temp_directory is None and wh.threads is None

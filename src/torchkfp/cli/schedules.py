@@ -65,10 +65,17 @@ def run_local(
         help="On Ctrl-C/SIGTERM: seconds the current run gets to exit after SIGTERM before "
         "SIGKILL.",
     ),
+    no_cache: bool = typer.Option(
+        False,
+        "--no-cache",
+        help="Every run reruns every stage (torchkfp run --no-cache); by default a run on "
+        "unchanged data and settings reuses the stage cache.",
+    ),
 ) -> None:
     """Run the whole DAG locally on a cron schedule, in the foreground, one run at a time.
 
-    Each tick runs `torchkfp run --quiet` in its own process (logs in <history>-logs/).
+    Each tick runs `torchkfp run --quiet` in its own process (logs in <history>-logs/); on
+    unchanged data a run reuses the stage cache (--no-cache: every run retrains).
 
     A tick that comes while a run is still going is skipped, and recorded as skipped.
 
@@ -107,6 +114,8 @@ def run_local(
     snapshot = hist.with_name(hist.stem + ".config.yaml")
     snapshot.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     argv = [sys.executable, "-m", "torchkfp.cli", "run", "--config", str(snapshot), "--quiet"]
+    if no_cache:
+        argv.append("--no-cache")
     run_fn = SubprocessRun(argv, hist.with_name(hist.stem + "-logs"), grace_s=grace, log=_log)
     sched = LocalScheduler(schedule, run_fn, hist, max_runs=max_runs, log=_log)
     _log(f"history: {hist}  (config snapshot: {snapshot}; Ctrl-C stops)")

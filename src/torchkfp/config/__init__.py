@@ -23,7 +23,6 @@ from pydantic import BaseModel, Field, model_validator
 from torchkfp.config.base import ConfigError, _Section
 from torchkfp.config.batch import BatchConfig
 from torchkfp.config.batch import with_absolute_paths as _batch_absolute_paths
-from torchkfp.config.tune import TuneConfig
 from torchkfp.config.files import load_yaml_mapping
 from torchkfp.config.sections import (
     DataConfig,
@@ -36,6 +35,7 @@ from torchkfp.config.sections import (
     VertexConfig,
     WarehouseConfig,
 )
+from torchkfp.config.tune import TuneConfig
 from torchkfp.config.vertex import validate_for_vertex
 
 

@@ -30,7 +30,6 @@ from torchkfp.config.base import (
     _whole_numbers,
 )
 
-
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_\-]{0,63}$")
 
@@ -69,6 +68,20 @@ class WarehouseConfig(_Section):
     maximum_bytes_billed: Int | None = Field(None, ge=1)
     """BigQuery: a query job that would bill more bytes than this fails before it runs
     (None: no cap)."""
+    duckdb_memory_limit: str = "1GB"
+    """DuckDB: memory the query may use (``SET memory_limit``); sorts, joins and aggregates
+    beyond it spill to ``duckdb_temp_directory``."""
+    duckdb_temp_directory: OptStr = None
+    """DuckDB: where spills go (None: a private folder under the system temp folder, removed
+    when the query ends)."""
+    duckdb_threads: Int | None = Field(None, ge=1)
+    """DuckDB: threads for the query (None: DuckDB's default, the cores)."""
+    read_streams: Int = Field(4, ge=1)
+    """BigQuery: Storage Read API streams read in parallel."""
+    staging_dataset: OptStr = None
+    """BigQuery: a dataset for the query's result table (``CREATE TABLE ... AS``, 24 h
+    expiration, deleted once read) instead of the job's anonymous result table (which BigQuery
+    caps at 10 GB)."""
 
     @field_validator("query_parameters", mode="before")
     @classmethod
