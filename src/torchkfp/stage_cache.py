@@ -485,17 +485,5 @@ def train(
         why_no_key="its inputs have no cache key",
     )
     if r is None:
-        meta = artifacts.require(model_dir, model_artifact.KIND)
-        tr = meta["training"]
-        r = TrainResult(
-            model_path=str(model_dir),
-            world_size=tr["world_size"],
-            epochs_run=tr["epochs_run"],
-            best_epoch=tr["best_epoch"],
-            best_val_loss=tr["best_val_loss"],
-            samples_per_s=tr["samples_per_s"],
-            seconds=time.perf_counter() - t0,
-            metadata=meta,
-            resumed_from_epoch=None,
-        )
+        r = TrainResult.from_model(model_dir, time.perf_counter() - t0, reused=True)
     return StageRun(r, outcome, used[0] if used else None)

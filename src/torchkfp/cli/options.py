@@ -4,7 +4,11 @@ imports them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -139,3 +143,18 @@ def echo_json(obj: Any, indent: int | None = 2) -> None:
     ``indent=None``: on one line."""
     data = obj.to_dict() if hasattr(obj, "to_dict") else obj
     typer.echo(json.dumps(data, indent=indent, default=str))
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 (this process and its children: torchrun's epoch lines) to
+    stderr while a command works, so stdout holds only its JSON result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,14 @@ from typing import Any
 
 import typer
 
-from torchkfp.cli.options import ConfigOpt, SetOpt, echo_json, fail, load_config
+from torchkfp.cli.options import (
+    ConfigOpt,
+    SetOpt,
+    echo_json,
+    fail,
+    load_config,
+    stdout_to_stderr,
+)
 
 component_app = typer.Typer(
     help="Run one DAG stage on its own, with explicit input and output folders and the same "
@@ -35,28 +40,13 @@ component_app = typer.Typer(
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send file descriptor 1 (this process and its children: torchrun's epoch lines) to
-    stderr while a stage runs, so stdout holds only the JSON result."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-@contextlib.contextmanager
 def _stage(name: str) -> Iterator[None]:
     """Run a stage: stdout kept clean, the library's known errors turned into one line."""
     from torchkfp.config import ConfigError
     from torchkfp.errors import USER_ERRORS
 
     try:
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             yield
     except ConfigError as e:
         fail(f"{name}: {e}", 2)

@@ -4,12 +4,10 @@ validation split with the gate's metric. See :mod:`torchkfp.tuning`."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from torchkfp.cli.options import (
     fail,
     load_config,
     load_vertex_config,
+    stdout_to_stderr,
 )
 
 RUN_OUTPUTS = {
@@ -30,21 +29,6 @@ RUN_OUTPUTS = {
     "transform": "preprocess/transform",
 }
 """Where a local run (kfp.local) keeps the stage outputs tuning needs, under its run folder."""
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """File descriptor 1 (this process and the trainers' epoch lines) to stderr while the
-    search runs: stdout holds only the JSON result."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _complete(folder: Path) -> dict[str, str] | None:
@@ -207,7 +191,7 @@ def tune_cmd(
             print(f"[tune] {source}", file=sys.stderr, flush=True)
             inputs = {}
     try:
-        with _stdout_to_stderr():
+        with stdout_to_stderr():
             from torchkfp.tuning import tune
 
             if not inputs:

@@ -63,6 +63,27 @@ class TrainResult:
     tensorboard_dir: str | None = None
     """Where the run's TensorBoard event files are (gs:// on Vertex AI), None: not written."""
 
+    @classmethod
+    def from_model(
+        cls, model_dir: str | os.PathLike, seconds: float, *, reused: bool = False
+    ) -> TrainResult:
+        """The result recorded in a committed model artifact's metadata. ``reused``: the model
+        of an earlier run taken as it is (nothing resumed, no TensorBoard folder of this run)."""
+        meta = artifacts.require(model_dir, model_artifact.KIND)
+        tr = meta["training"]
+        return cls(
+            model_path=str(model_dir),
+            world_size=tr["world_size"],
+            epochs_run=tr["epochs_run"],
+            best_epoch=tr["best_epoch"],
+            best_val_loss=tr["best_val_loss"],
+            samples_per_s=tr["samples_per_s"],
+            seconds=seconds,
+            metadata=meta,
+            resumed_from_epoch=None if reused else tr.get("resumed_from_epoch"),
+            tensorboard_dir=None if reused else tr.get("tensorboard_dir"),
+        )
+
 
 CHECKPOINT_ROOT_ENV = "TORCHKFP_CHECKPOINT_ROOT"
 """A folder of checkpoint folders shared by runs (``torchkfp run --resume`` sets it): the
@@ -331,20 +352,7 @@ def launch(
             os.close(lock_fd)
     if not cluster.is_chief:
         return TrainResult(str(model_dir), 0, 0, 0, math.nan, 0.0, time.perf_counter() - t0)
-    meta = artifacts.require(model_dir, model_artifact.KIND)
-    tr = meta["training"]
-    return TrainResult(
-        model_path=str(model_dir),
-        world_size=tr["world_size"],
-        epochs_run=tr["epochs_run"],
-        best_epoch=tr["best_epoch"],
-        best_val_loss=tr["best_val_loss"],
-        samples_per_s=tr["samples_per_s"],
-        seconds=time.perf_counter() - t0,
-        metadata=meta,
-        resumed_from_epoch=tr.get("resumed_from_epoch"),
-        tensorboard_dir=tr.get("tensorboard_dir"),
-    )
+    return TrainResult.from_model(model_dir, time.perf_counter() - t0)
 
 
 def _run_torchrun(
