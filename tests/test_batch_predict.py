@@ -6,13 +6,6 @@ before anything is written. BigQuery (Storage Read in, a load job out) runs on b
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -22,6 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import typer
+from bq_env import running_bqemulator
 from typer.testing import CliRunner
 
 from torchkfp.artifacts import dataset as dataset_artifact
@@ -615,61 +609,11 @@ def test_batch_settings_are_validated_when_loaded():
 PROJECT = "torchkfp-batch"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def bq(tmp_path_factory):
     """bqemulator (REST + Storage Read gRPC); yields (rest URL, gRPC host:port)."""
-    exe = shutil.which("bqemulator") or str(Path(sys.executable).with_name("bqemulator"))
-    if not Path(exe).exists():
-        pytest.skip("bqemulator is not installed (make test installs it)")
-    import duckdb_extension_spatial
-
-    home = tmp_path_factory.mktemp("bqhome")
-    ext = Path(duckdb_extension_spatial.__file__).parent / "extensions"
-    src = next(ext.rglob("spatial.duckdb_extension"))
-    dest = home / ".duckdb" / "extensions" / src.parent.name / "linux_amd64"
-    dest.mkdir(parents=True)
-    shutil.copy(src, dest)
-    rest, grpc = _port(), _port()
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(home)}
-    proc = subprocess.Popen(
-        [
-            exe,
-            "start",
-            "--rest-host",
-            "127.0.0.1",
-            "--rest-port",
-            str(rest),
-            "--grpc-host",
-            "127.0.0.1",
-            "--grpc-port",
-            str(grpc),
-            "--project",
-            PROJECT,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{rest}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/readyz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("bqemulator did not become ready")
-        yield url, f"127.0.0.1:{grpc}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running_bqemulator(tmp_path_factory.mktemp("bqhome"), PROJECT) as (url, grpc):
+        yield url, grpc
 
 
 @pytest.fixture()

@@ -12,18 +12,13 @@ maximumBytesBilled. So the cost controls are checked on the requests the client 
 """
 
 import datetime as dt
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pytest
+from bq_env import running_bqemulator
 
 from torchkfp import artifacts
 from torchkfp.artifacts.dataset import SPLITS, read_split
@@ -37,62 +32,12 @@ PROJECT = "torchkfp-test"
 DAYS = (dt.date(2013, 1, 1), dt.date(2013, 1, 6))  # a few days: results come back page by page
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """bqemulator running (REST and the Storage Read API's gRPC): its REST url and its
     gRPC ``host:port``."""
-    exe = shutil.which("bqemulator") or str(Path(sys.executable).with_name("bqemulator"))
-    if not Path(exe).exists():
-        pytest.skip("bqemulator is not installed (make test installs it)")
-    import duckdb_extension_spatial
-
-    home = tmp_path_factory.mktemp("bqhome")
-    ext = Path(duckdb_extension_spatial.__file__).parent / "extensions"
-    src = next(ext.rglob("spatial.duckdb_extension"))
-    dest = home / ".duckdb" / "extensions" / src.parent.name / "linux_amd64"
-    dest.mkdir(parents=True)
-    shutil.copy(src, dest)
-    rest, grpc = _port(), _port()
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(home)}
-    proc = subprocess.Popen(
-        [
-            exe,
-            "start",
-            "--rest-host",
-            "127.0.0.1",
-            "--rest-port",
-            str(rest),
-            "--grpc-host",
-            "127.0.0.1",
-            "--grpc-port",
-            str(grpc),
-            "--project",
-            PROJECT,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{rest}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/readyz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("bqemulator did not become ready")
-        yield url, f"127.0.0.1:{grpc}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running_bqemulator(tmp_path_factory.mktemp("bqhome"), PROJECT) as (url, grpc):
+        yield url, grpc
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,10 @@ on DuckDB; table metadata, or a content query where metadata cannot be trusted, 
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from bq_env import running_bqemulator
 
 from torchkfp.config import SplitConfig, WarehouseConfig
 from torchkfp.source_fingerprint import (
@@ -107,49 +99,12 @@ def test_duckdb_fingerprint_of_the_default_data(warehouse_path):
 PROJECT = "torchkfp-fp-test"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def bq_emulator(tmp_path_factory):
     """bqemulator's REST API on a loopback port (as in test_bigquery_emulator.py: its DuckDB
     needs the spatial extension in $HOME)."""
-    exe = shutil.which("bqemulator") or str(Path(sys.executable).with_name("bqemulator"))
-    if not Path(exe).exists():
-        pytest.skip("bqemulator is not installed (make test installs it)")
-    import duckdb_extension_spatial
-
-    home = tmp_path_factory.mktemp("bqhome")
-    ext = Path(duckdb_extension_spatial.__file__).parent / "extensions"
-    src = next(ext.rglob("spatial.duckdb_extension"))
-    dest = home / ".duckdb" / "extensions" / src.parent.name / "linux_amd64"
-    dest.mkdir(parents=True)
-    shutil.copy(src, dest)
-    rest, grpc = _port(), _port()
-    proc = subprocess.Popen(
-        [exe, "start", "--rest-host", "127.0.0.1", "--rest-port", str(rest)]
-        + ["--grpc-host", "127.0.0.1", "--grpc-port", str(grpc), "--project", PROJECT],
-        env={**os.environ, "HOME": str(home), "TMPDIR": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{rest}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/readyz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("bqemulator did not become ready")
+    with running_bqemulator(tmp_path_factory.mktemp("bqhome"), PROJECT) as (url, grpc):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
