@@ -101,6 +101,8 @@ def test_features_round_trip(tmp_path):
     got = features_artifact.read_split(out, "train")
     assert set(got) == {"x_num", "x_cat", "y"}
     assert got["x_num"].dtype == torch.float32 and got["x_cat"].dtype == torch.int64
+    assert (out / "train" / "x_cat.npy").is_file()  # stored as int32, read back as int64
+    assert features_artifact.open_split(out, "train").x_cat.dtype == np.int32
     torch.testing.assert_close(got["x_num"], torch.from_numpy(x_num))
     torch.testing.assert_close(got["x_cat"], torch.from_numpy(x_cat))
     torch.testing.assert_close(got["y"], torch.from_numpy(y))

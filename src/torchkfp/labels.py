@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from torchkfp.errors import DataValidationError
+from torchkfp.running import RunningMoments
 
 TASKS = ("binary", "multiclass", "regression")
 
@@ -106,44 +107,80 @@ def _is_number(v: Any) -> bool:
         return False
 
 
-def fit_target(values: pd.Series, task: str, label: str, max_classes: int = 100) -> Target:
-    """The target of ``task`` fitted on the training split's label values."""
-    if task not in TASKS:
-        raise DataValidationError(f"data.task={task!r}: use one of {list(TASKS)}")
-    missing = int(values.isna().sum())
-    if missing:
-        raise DataValidationError(
-            f"label {label!r} has {missing} missing value(s) in the training split: filter "
-            "them out in the query (WHERE label IS NOT NULL) or fill them"
-        )
-    if task == "regression":
-        y = _numeric(values, label)
-        std = float(y.std())
-        if not math.isfinite(std) or std < 1e-12:
+class TargetFit:
+    """Fits the :class:`Target` of ``task`` on the training split's label values, chunk by
+    chunk (:meth:`add`), in memory bounded by the classes, not the rows: regression keeps
+    running moments, classification the distinct values (at most ``max_classes + 1``; more
+    is an error either way)."""
+
+    def __init__(self, task: str, label: str, max_classes: int = 100):
+        if task not in TASKS:
+            raise DataValidationError(f"data.task={task!r}: use one of {list(TASKS)}")
+        self.task, self.label, self.max_classes = task, label, max_classes
+        self.missing = 0
+        self.rows = 0
+        self.first: Any = None
+        self.moments = RunningMoments()
+        self.distinct: dict[Any, None] = {}
+        self.too_many = False
+
+    def add(self, values: pd.Series) -> None:
+        self.missing += int(values.isna().sum())
+        if self.missing or not len(values):
+            return
+        if self.task == "regression":
+            y = _numeric(values, self.label)
+            if not self.rows:
+                self.first = y[0]
+            self.moments.add(y)
+        elif not self.too_many:
+            for v in pd.unique(values.map(_native).astype(object)):
+                self.distinct.setdefault(_native(v), None)
+            self.too_many = len(self.distinct) > self.max_classes
+        self.rows += len(values)
+
+    def result(self) -> Target:
+        task, label = self.task, self.label
+        if self.missing:
             raise DataValidationError(
-                f"label {label!r} is constant ({y[0] if len(y) else 'no rows'}) in the training "
-                "split: nothing to learn; check the label or the split"
+                f"label {label!r} has {self.missing} missing value(s) in the training split: "
+                "filter them out in the query (WHERE label IS NOT NULL) or fill them"
             )
-        return Target(task, label, mean=float(y.mean()), std=std)
-    distinct = pd.unique(values.map(_native).astype(object))
-    try:
-        classes = sorted(_native(v) for v in distinct)
-    except TypeError:  # mixed types: compare as strings
-        classes = sorted((_native(v) for v in distinct), key=str)
-    if len(classes) < 2:
-        raise DataValidationError(
-            f"label {label!r} has a single class ({classes[0] if classes else 'no rows'}) in "
-            "the training split: nothing to learn; widen the data or check the label definition"
-        )
-    if task == "binary" and len(classes) != 2:
-        raise DataValidationError(
-            f"label {label!r} has {len(classes)} classes ({classes[:10]}...) but data.task is "
-            "binary: set data.task: multiclass (or regression for a number)"
-        )
-    if len(classes) > max_classes:
-        raise DataValidationError(
-            f"label {label!r} has {len(classes)} distinct values, more than data.max_classes="
-            f"{max_classes}: raise data.max_classes, group the classes in the query, or set "
-            "data.task: regression if it is a number"
-        )
-    return Target(task, label, classes=classes)
+        if task == "regression":
+            std = self.moments.std if self.rows else math.nan
+            if not math.isfinite(std) or std < 1e-12:
+                raise DataValidationError(
+                    f"label {label!r} is constant ({self.first if self.rows else 'no rows'}) in "
+                    "the training split: nothing to learn; check the label or the split"
+                )
+            return Target(task, label, mean=self.moments.mean, std=std)
+        try:
+            classes = sorted(self.distinct)
+        except TypeError:  # mixed types: compare as strings
+            classes = sorted(self.distinct, key=str)
+        if len(classes) < 2:
+            raise DataValidationError(
+                f"label {label!r} has a single class ({classes[0] if classes else 'no rows'}) in "
+                "the training split: nothing to learn; widen the data or check the label "
+                "definition"
+            )
+        if task == "binary" and len(classes) != 2:
+            raise DataValidationError(
+                f"label {label!r} has {len(classes)} classes ({classes[:10]}...) but data.task "
+                "is binary: set data.task: multiclass (or regression for a number)"
+            )
+        if self.too_many:
+            raise DataValidationError(
+                f"label {label!r} has {len(classes)} or more distinct values, more than "
+                f"data.max_classes={self.max_classes}: raise data.max_classes, group the "
+                "classes in the query, or set data.task: regression if it is a number"
+            )
+        return Target(task, label, classes=classes)
+
+
+def fit_target(values: pd.Series, task: str, label: str, max_classes: int = 100) -> Target:
+    """The target of ``task`` fitted on the training split's label values (all at once;
+    :class:`TargetFit` is the same chunk by chunk)."""
+    f = TargetFit(task, label, max_classes)
+    f.add(values)
+    return f.result()

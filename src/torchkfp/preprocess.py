@@ -1,8 +1,16 @@
 """Stage 2: validate the dataset, fit the transform on the training split, and write
-training-ready tensors for every split.
+training-ready arrays for every split, streaming: memory is bounded by a chunk of rows and the
+vocabularies, not by the table.
+
+- Pass 1 reads the training split's shards chunk by chunk and fits the transform in one pass
+  (:class:`~torchkfp.transform.TransformFit`: running moments per numeric column, bounded
+  counters of category keys; :class:`~torchkfp.labels.TargetFit` for the label).
+- Pass 2 reads every split chunk by chunk, checks its labels, applies the transform and fills
+  the Features artifact's memory-mappable arrays (float32 numbers, int32 codes) in place.
 
 Outputs: a Transform artifact and a Features artifact (formats:
-:mod:`torchkfp.artifacts.transform`, :mod:`torchkfp.artifacts.features`).
+:mod:`torchkfp.artifacts.transform`, :mod:`torchkfp.artifacts.features`); the transform is
+written only once every split has passed its checks.
 
 Settings: the ``data`` (label and feature columns) and ``preprocess`` sections only.
 """
@@ -15,15 +23,19 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from torchkfp import artifacts
 from torchkfp.artifacts import dataset as dataset_artifact
 from torchkfp.artifacts import features as features_artifact
 from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.config import DataConfig, PreprocessConfig
-from torchkfp.errors import DataValidationError
-from torchkfp.labels import fit_target
-from torchkfp.transform import fit
+from torchkfp.errors import ArtifactError, DataValidationError
+from torchkfp.labels import TargetFit
+from torchkfp.transform import FittedTransform, TransformFit
+
+CHUNK_ROWS = 65_536
+"""Rows converted to pandas and transformed at a time."""
 
 
 @dataclass
@@ -33,6 +45,53 @@ class PreprocessResult:
     rows: dict[str, int]
     label_stats: dict[str, dict[str, float]]
     seconds: float
+
+
+def _split_rows(dataset_dir: str | os.PathLike, split: str, columns: list[str]) -> int:
+    """The rows of one split, from the shards' Parquet footers, after checking every shard
+    has ``columns``."""
+    rows = 0
+    for f in dataset_artifact.split_files(dataset_dir, split):
+        try:
+            meta = pq.ParquetFile(f)
+        except Exception as e:  # not Parquet, truncated
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ArtifactError(
+                f"dataset {str(dataset_dir)!r}: {split}/{f.name} cannot be read as Parquet "
+                f"({type(e).__name__}: {first}); rerun ingestion"
+            ) from None
+        missing = [c for c in columns if c not in meta.schema_arrow.names]
+        if missing:
+            raise DataValidationError(
+                f"dataset {str(dataset_dir)!r} lacks column(s) {missing}; "
+                "re-run ingestion or fix data.*_features/label in the config"
+            )
+        rows += meta.metadata.num_rows
+    return rows
+
+
+def _chunks(dataset_dir: str | os.PathLike, split: str, columns: list[str]):
+    for batch in dataset_artifact.iter_split(dataset_dir, split, columns, CHUNK_ROWS):
+        yield batch.to_pandas()
+
+
+def fit_transform(
+    d: DataConfig, settings: PreprocessConfig, dataset_dir: str | os.PathLike
+) -> FittedTransform:
+    """The transform fitted on the training split in one streaming pass."""
+    target = TargetFit(d.task, d.label, d.max_classes)
+    fit = TransformFit(
+        numeric_features=d.numeric_features,
+        categorical_features=d.categorical_features,
+        min_category_count=settings.min_category_count,
+        max_vocab_size=settings.max_vocab_size,
+    )
+    for df in _chunks(
+        dataset_dir, "train", [d.label, *d.numeric_features, *d.categorical_features]
+    ):
+        target.add(df[d.label])
+        fit.add(df)
+    return fit.result(target.result())
 
 
 def preprocess(
@@ -49,31 +108,35 @@ def preprocess(
     ds_meta = artifacts.require(dataset_dir, dataset_artifact.KIND)
     artifacts.check_fingerprint(ds_meta, expected_fingerprint, dataset_dir)
     columns = [d.label, *d.numeric_features, *d.categorical_features]
-    frames = {}
-    for split in dataset_artifact.SPLITS:
-        table = dataset_artifact.read_split(dataset_dir, split)
-        missing = [c for c in columns if c not in table.column_names]
-        if missing:
-            raise DataValidationError(
-                f"dataset {str(dataset_dir)!r} lacks column(s) {missing}; "
-                "re-run ingestion or fix data.*_features/label in the config"
-            )
-        frames[split] = table.select(columns).to_pandas()
-    train = frames["train"]
-    if len(train) == 0:
+    rows = {s: _split_rows(dataset_dir, s, columns) for s in dataset_artifact.SPLITS}
+    if rows["train"] == 0:
         raise DataValidationError(
             "the training split is empty: change the split settings (split.*) or the query"
         )
-    target = fit_target(train[d.label], d.task, d.label, d.max_classes)
-    tf = fit(
-        train,
-        target=target,
-        numeric_features=d.numeric_features,
-        categorical_features=d.categorical_features,
-        min_category_count=settings.min_category_count,
-        max_vocab_size=settings.max_vocab_size,
-    )
-    labels = {split: tf.labels(df, split) for split, df in frames.items()}  # checks every split
+    tf = fit_transform(d, settings, dataset_dir)
+
+    fdir = artifacts.begin(features_dir)
+    label_stats: dict[str, dict[str, float]] = {}
+    unknown: dict[str, dict[str, float]] = {}
+    y_dtype = np.int64 if tf.task == "multiclass" else np.float32
+    for split in dataset_artifact.SPLITS:
+        writer = features_artifact.SplitWriter(
+            fdir, split, rows[split], tf.num_numeric_inputs, len(tf.vocab), y_dtype
+        )
+        stats = _LabelStats(tf)
+        unknown_rows = np.zeros(len(tf.vocab), dtype=np.int64)
+        for df in _chunks(dataset_dir, split, columns):
+            yy = tf.labels(df, split)  # checks the split's labels
+            arrays = tf.transform(df)
+            writer.write(arrays["x_num"], arrays["x_cat"].astype(np.int32), yy)
+            unknown_rows += (arrays["x_cat"] == 0).sum(axis=0)
+            stats.add(yy)
+        writer.close()
+        unknown[split] = {
+            name: float(unknown_rows[i] / rows[split]) if rows[split] else 0.0
+            for i, name in enumerate(tf.categorical_features)
+        }
+        label_stats[split] = stats.result()
     tdir = transform_artifact.write(
         transform_dir,
         tf,
@@ -86,25 +149,11 @@ def preprocess(
             "data_fingerprint": ds_meta["fingerprint"],
         },
     )
-
-    fdir = artifacts.begin(features_dir)
-    rows: dict[str, int] = {}
-    label_stats: dict[str, dict[str, float]] = {}
-    unknown: dict[str, dict[str, float]] = {}
-    for split, df in frames.items():
-        arrays = tf.transform(df)
-        yy = labels[split]
-        features_artifact.write_split(fdir, split, arrays["x_num"], arrays["x_cat"], yy)
-        rows[split] = int(len(df))
-        unknown[split] = {
-            name: float((arrays["x_cat"][:, i] == 0).mean()) if len(df) else 0.0
-            for i, name in enumerate(tf.categorical_features)
-        }
-        label_stats[split] = _label_stats(tf, yy)
     artifacts.commit(
         fdir,
         features_artifact.KIND,
         {
+            "format": features_artifact.FORMAT,
             "rows": rows,
             "task": tf.task,
             "output_size": tf.target.output_size,
@@ -129,12 +178,27 @@ def preprocess(
     return PreprocessResult(str(tdir), str(fdir), rows, label_stats, time.perf_counter() - t0)
 
 
-def _label_stats(tf, y: np.ndarray) -> dict[str, float]:
-    """Per split: class shares (classification) or the label's mean (regression, in its own
-    units), for the features metadata."""
-    if not len(y):
-        return {}
-    if tf.task == "regression":
-        return {"mean": float(np.mean(tf.target.decode_regression(y)))}
-    counts = np.bincount(y.astype(np.int64), minlength=len(tf.target.classes))
-    return {str(c): float(n / len(y)) for c, n in zip(tf.target.classes, counts, strict=True)}
+class _LabelStats:
+    """Per split, accumulated chunk by chunk: class shares (classification) or the label's
+    mean (regression, in its own units), for the features metadata."""
+
+    def __init__(self, tf: FittedTransform):
+        self.tf = tf
+        self.rows = 0
+        self.total = 0.0
+        self.counts = np.zeros(len(tf.target.classes), dtype=np.int64)
+
+    def add(self, y: np.ndarray) -> None:
+        self.rows += len(y)
+        if self.tf.task == "regression":
+            self.total += float(np.sum(self.tf.target.decode_regression(y)))
+        else:
+            self.counts += np.bincount(y.astype(np.int64), minlength=len(self.counts))
+
+    def result(self) -> dict[str, float]:
+        if not self.rows:
+            return {}
+        if self.tf.task == "regression":
+            return {"mean": self.total / self.rows}
+        classes = self.tf.target.classes
+        return {str(c): float(n / self.rows) for c, n in zip(classes, self.counts, strict=True)}

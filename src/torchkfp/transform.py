@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from torchkfp.labels import Target
+from torchkfp.running import BoundedCounter, RunningMoments
 
 VERSION = 3
 """3: vocabulary entries are category keys (:func:`category_key`); 2 added the target (task
@@ -37,6 +38,9 @@ SUPPORTED_VERSIONS = (1, 2, VERSION)
 _ONE_KIND = frozenset({"string", "empty", "integer", "floating", "boolean", "decimal"})
 """``pd.api.types.infer_dtype`` kinds of object columns whose values ``pd.factorize`` keeps
 apart exactly as :func:`category_key` does (no ``1`` beside ``1.0`` or ``True``)."""
+VOCAB_COUNTER_KEYS = 100_000
+"""Distinct category keys a fit counts exactly per column (at least; 20 x max_vocab_size when
+larger) before pruning the rarest (:class:`~torchkfp.running.BoundedCounter`)."""
 _LEGACY_FLOAT = re.compile(r"[+-]?[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]+)?")
 
 
@@ -350,6 +354,55 @@ class FittedTransform:
         return self.target.encode(df[self.label], where)
 
 
+class TransformFit:
+    """Fits a :class:`FittedTransform` in one pass over the training rows, chunk by chunk, in
+    memory bounded by the vocabularies, not the rows: running moments per numeric column and
+    a :class:`~torchkfp.running.BoundedCounter` of category keys per categorical column
+    (exact up to ``max(VOCAB_COUNTER_KEYS, 20 x max_vocab_size)`` distinct keys; beyond that
+    the rarest are pruned, which only touches keys far below the vocabulary's cut). The result
+    equals :func:`fit` on all the rows at once (numbers up to float64 rounding)."""
+
+    def __init__(
+        self,
+        *,
+        numeric_features: list[str],
+        categorical_features: list[str],
+        min_category_count: int = 5,
+        max_vocab_size: int = 1000,
+    ):
+        self.min_category_count = min_category_count
+        self.max_vocab_size = max_vocab_size
+        self.moments = {name: RunningMoments() for name in numeric_features}
+        self.missing = dict.fromkeys(numeric_features, 0)
+        bound = max(VOCAB_COUNTER_KEYS, 20 * max_vocab_size)
+        self.counters = {name: BoundedCounter(bound) for name in categorical_features}
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        for name, m in self.moments.items():
+            v = pd.to_numeric(chunk[name], errors="coerce").to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
+            self.missing[name] += int(np.isnan(v).sum())
+            m.add(v)
+        for name, counter in self.counters.items():
+            counter.add(category_keys(chunk[name]))
+
+    def result(self, target: Target) -> FittedTransform:
+        numeric: dict[str, NumericStats] = {}
+        for name, m in self.moments.items():
+            mean = m.mean if m.count else 0.0
+            std = m.std if m.count else 1.0
+            numeric[name] = NumericStats(
+                mean=mean, std=std if std > 1e-12 else 1.0, add_missing_flag=self.missing[name] > 0
+            )
+        vocab = {
+            # most frequent first; ties broken by value so the vocabulary is deterministic
+            name: c.most_common(self.min_category_count, self.max_vocab_size)
+            for name, c in self.counters.items()
+        }
+        return FittedTransform(target=target, numeric=numeric, vocab=vocab)
+
+
 def fit(
     train: pd.DataFrame,
     *,
@@ -359,20 +412,13 @@ def fit(
     min_category_count: int = 5,
     max_vocab_size: int = 1000,
 ) -> FittedTransform:
-    numeric: dict[str, NumericStats] = {}
-    for name in numeric_features:
-        v = pd.to_numeric(train[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        ok = v[~np.isnan(v)]
-        mean = float(ok.mean()) if ok.size else 0.0
-        std = float(ok.std()) if ok.size else 1.0
-        numeric[name] = NumericStats(
-            mean=mean, std=std if std > 1e-12 else 1.0, add_missing_flag=bool(ok.size < v.size)
-        )
-    vocab: dict[str, list[str]] = {}
-    for name in categorical_features:
-        counts = category_keys(train[name]).value_counts(dropna=True)
-        counts = counts[counts >= min_category_count]
-        # most frequent first; ties broken by value so the vocabulary is deterministic
-        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_vocab_size]
-        vocab[name] = [str(k) for k, _ in ordered]
-    return FittedTransform(target=target, numeric=numeric, vocab=vocab)
+    """The transform fitted on ``train`` (all rows in memory; :class:`TransformFit` is the
+    same fit chunk by chunk)."""
+    f = TransformFit(
+        numeric_features=numeric_features,
+        categorical_features=categorical_features,
+        min_category_count=min_category_count,
+        max_vocab_size=max_vocab_size,
+    )
+    f.add(train)
+    return f.result(target)

@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
@@ -422,35 +423,34 @@ def features(tmp_path, stage_outputs) -> Path:
 
 
 def save_split(features: Path, split: str, **change) -> None:
-    t = dict(torch.load(features / f"{split}.pt", weights_only=True))
+    t = features_artifact.load_raw(features, split)
     t.update(change)
-    torch.save(t, features / f"{split}.pt")
+    features_artifact.save_raw(features, split, t)
 
 
 def test_features_with_the_wrong_dtype(features):
-    x = torch.load(features / "train.pt", weights_only=True)["x_num"]
-    save_split(features, "train", x_num=x.double())
-    with pytest.raises(ArtifactError, match=r"train.pt: x_num is float64 .* expected float32"):
+    x = features_artifact.load_raw(features, "train")["x_num"]
+    save_split(features, "train", x_num=x.astype(np.float64))
+    with pytest.raises(ArtifactError, match=r"train: x_num is float64 .* expected float32"):
         features_artifact.read_split(features, "train")
 
 
 def test_features_with_the_wrong_shape(features):
-    t = torch.load(features / "train.pt", weights_only=True)
-    save_split(features, "train", x_num=t["x_num"][:, :-1].contiguous())
+    t = features_artifact.load_raw(features, "train")
+    save_split(features, "train", x_num=t["x_num"][:, :-1])
     with pytest.raises(ArtifactError, match=r"x_num has \d+ columns, metadata.json says"):
         features_artifact.read_split(features, "train")
 
 
 def test_features_with_rows_out_of_step(features):
-    t = torch.load(features / "train.pt", weights_only=True)
-    save_split(features, "train", y=t["y"][:-1].contiguous())
+    t = features_artifact.load_raw(features, "train")
+    save_split(features, "train", y=t["y"][:-1])
     with pytest.raises(ArtifactError, match="x_num, x_cat and y have"):
         features_artifact.read_split(features, "train")
 
 
 def test_features_with_category_codes_outside_the_embedding(features):
-    t = torch.load(features / "validation.pt", weights_only=True)
-    x_cat = t["x_cat"].clone()
+    x_cat = features_artifact.load_raw(features, "validation")["x_cat"].copy()
     x_cat[0, 0] = 10_000
     save_split(features, "validation", x_cat=x_cat)
     with pytest.raises(ArtifactError, match="x_cat column 0 holds codes .* outside its embedding"):
@@ -458,26 +458,63 @@ def test_features_with_category_codes_outside_the_embedding(features):
 
 
 def test_features_with_nan_inputs_or_labels_outside_the_classes(features):
-    t = torch.load(features / "test.pt", weights_only=True)
-    x = t["x_num"].clone()
+    t = features_artifact.load_raw(features, "test")
+    x = t["x_num"].copy()
     x[0, 0] = float("nan")
     save_split(features, "test", x_num=x)
     with pytest.raises(ArtifactError, match="x_num holds NaN"):
         features_artifact.read_split(features, "test")
-    y = t["y"].clone()
+    y = t["y"].copy()
     y[0] = 7
     save_split(features, "test", x_num=t["x_num"], y=y)
     with pytest.raises(ArtifactError, match="y holds values outside the 2 class indices"):
         features_artifact.read_split(features, "test")
 
 
-def test_features_split_that_is_garbage_or_missing(features):
-    (features / "train.pt").write_bytes(b"\x00" * 100)
-    with pytest.raises(ArtifactError, match="train.pt is not a weights-only tensor file"):
+def test_features_checked_only_on_the_rows_read(features):
+    """A rank checks the rows it reads: a bad value elsewhere is not its error, and a bad
+    value among its rows is."""
+    x = features_artifact.load_raw(features, "train")["x_num"].copy()
+    x[-1, 0] = float("inf")
+    save_split(features, "train", x_num=x)
+    arrays = features_artifact.open_split(features, "train", check=False)
+    arrays.check(slice(0, 1000))
+    with pytest.raises(ArtifactError, match="x_num holds NaN or infinite"):
+        arrays.check(np.array([5, arrays.rows - 1]))
+
+
+def test_features_split_that_is_garbage_pickled_or_missing(features):
+    (features / "train" / "x_num.npy").write_bytes(b"\x00" * 100)
+    with pytest.raises(ArtifactError, match="train/x_num.npy is not a readable array file"):
         features_artifact.read_split(features, "train")
-    (features / "test.pt").unlink()
-    with pytest.raises(ArtifactError, match=r"test.pt is missing \(no test split\)"):
+    # an object array needs pickle to load: never loaded
+    np.save(features / "validation" / "y.npy", np.array([object()] * 3), allow_pickle=True)
+    with pytest.raises(ArtifactError, match="validation/y.npy is not a readable array file"):
+        features_artifact.read_split(features, "validation")
+    (features / "test" / "y.npy").unlink()
+    with pytest.raises(ArtifactError, match=r"test is missing \(no test split\)"):
         features_artifact.read_split(features, "test")
+    (features / "test" / "y.npy").symlink_to(features / "train" / "y.npy")
+    with pytest.raises(ArtifactError, match="test/y.npy is a symbolic link"):
+        features_artifact.read_split(features, "test")
+
+
+def test_features_format_1_still_reads(tmp_path, features):
+    """A features folder of format 1 (one weights-only ``<split>.pt`` per split) reads."""
+    old = tmp_path / "old"
+    shutil.copytree(features, old)
+    t = features_artifact.load_raw(features, "train")
+    shutil.rmtree(old / "train")
+    torch.save(
+        {k: torch.from_numpy(v.astype(np.int64) if k == "x_cat" else v) for k, v in t.items()},
+        old / "train.pt",
+    )
+    got = features_artifact.read_split(old, "train")
+    assert torch.equal(got["x_cat"], torch.from_numpy(t["x_cat"].astype(np.int64)))
+    assert torch.equal(got["x_num"], torch.from_numpy(t["x_num"]))
+    (old / "train.pt").write_bytes(b"\x00" * 100)
+    with pytest.raises(ArtifactError, match="train.pt is not a weights-only tensor file"):
+        features_artifact.read_split(old, "train")
 
 
 def test_transform_artifact_with_garbage(tmp_path, stage_outputs):

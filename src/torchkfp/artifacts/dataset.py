@@ -148,3 +148,39 @@ def read_split(path: str | os.PathLike, split: str, columns: list[str] | None = 
             f"dataset {str(path)!r}: the {split} shards have different schemas ({e}); rerun "
             "ingestion"
         ) from None
+
+
+def split_files(path: str | os.PathLike, split: str) -> list[Path]:
+    """The Parquet shards of one split of a complete Dataset artifact, in name order."""
+    require(path, KIND)
+    files = sorted((Path(path) / split).glob("part-*.parquet"))
+    if not files:
+        raise ArtifactError(f"dataset {str(path)!r} has no {split} shards")
+    return files
+
+
+def iter_split(
+    path: str | os.PathLike,
+    split: str,
+    columns: list[str] | None = None,
+    batch_rows: int = 65_536,
+):
+    """One split's rows as Arrow record batches of at most ``batch_rows`` rows, shard by
+    shard in name order (memory: one batch, whatever the split's size). A shard that is not
+    readable Parquet, or lacks a column, is an ArtifactError naming it."""
+    for f in split_files(path, split):
+        try:
+            pf = pq.ParquetFile(f)
+            missing = [c for c in columns or [] if c not in pf.schema_arrow.names]
+            if missing:
+                raise ArtifactError(
+                    f"dataset {str(path)!r}: {split}/{f.name} lacks column(s) {missing}; "
+                    "re-run ingestion or fix data.*_features/label in the config"
+                )
+            yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ArtifactError(
+                f"dataset {str(path)!r}: {split}/{f.name} cannot be read as Parquet "
+                f"({type(e).__name__}: {first}); rerun ingestion"
+            ) from None

@@ -261,6 +261,13 @@ class TrainConfig(_Section):
     """Early stopping: epochs without validation-loss improvement before stopping."""
     seed: Int = 0
     """Seed for weights, shuffling and dropout."""
+    memory_budget_mb: Int = Field(1024, ge=1)
+    """Per training process: a rank whose share of the training split (its rows of the
+    features' x_num, x_cat and y) fits in this many MiB loads it and shuffles it whole every
+    epoch; a larger share is streamed from the memory-mapped features, its blocks in a new
+    order every epoch through a shuffle buffer of ``shuffle_buffer_rows`` rows."""
+    shuffle_buffer_rows: Int = Field(262_144, ge=1024)
+    """Streaming training (a share over ``memory_budget_mb``): rows shuffled together."""
     threads_per_process: Int = Field(1, ge=1)
     """torch intra-op threads per DDP process (keep nproc * threads <= cores)."""
     timeout_s: Int = Field(86400, ge=1)
