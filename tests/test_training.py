@@ -177,6 +177,49 @@ def test_training_exports_the_shipped_weights_to_onnx_checked_on_the_test_split(
     assert float(abs(on_torch - on_onnx).max()) <= 1e-5
 
 
+def test_onnx_parity_reads_only_the_rows_it_compares(tmp_path):
+    """A features artifact without a test split: the export is checked on the validation
+    split, on PARITY_MAX_ROWS evenly spaced rows read alone from the mapped files (a bad row
+    elsewhere is never read) and the split's full row count is recorded."""
+    import numpy as np
+
+    from torchkfp.artifacts import features
+    from torchkfp.model import ModelSpec, build_model
+    from torchkfp.onnx_export import PARITY_MAX_ROWS
+    from torchkfp.training.worker import onnx_export, parity_rows
+
+    n = 25_001
+    feats = tmp_path / "f"
+    feats.mkdir()
+    rng = np.random.default_rng(0)
+    x_num = rng.standard_normal((n, 3)).astype(np.float32)
+    x_num[:, 0] = np.arange(n)
+    x_cat = rng.integers(0, 5, (n, 2)).astype(np.int32)
+    y = (rng.random(n) < 0.3).astype(np.float32)
+    pick = torch.linspace(0, n - 1, PARITY_MAX_ROWS).round().long()
+    assert 1 not in set(pick.tolist())
+    x_num[1, 1] = np.nan  # a row the check does not read
+    for split in ("train", "validation"):
+        features.write_split(feats, split, x_num, x_cat, y)
+    meta = {"format": 2, "rows": {"train": n, "validation": n}, "cardinalities": [5, 5]}
+    artifacts.commit(feats, features.KIND, {**meta, "task": "binary"})
+    rows, got = parity_rows(feats, "validation")
+    assert rows == n and torch.equal(got["x_num"][:, 0].long(), pick)
+    assert got["x_cat"].dtype == torch.int64
+    spec = ModelSpec(3, [5, 5], [8], 0.0, 4)
+    torch.manual_seed(0)
+    state = build_model(spec).state_dict()
+    _, info = onnx_export(TrainConfig(), state, spec, str(feats), 1.0)
+    parity = info["parity"]
+    assert info["exported"] is True and parity["passed"] is True
+    assert parity["split"] == "validation" and parity["split_rows"] == n
+    assert parity["rows"] == PARITY_MAX_ROWS
+    x_num[int(pick[1]), 1] = np.nan  # a row it reads
+    features.save_raw(feats, "validation", {"x_num": x_num, "x_cat": x_cat, "y": y})
+    with pytest.raises(ArtifactError, match="validation: x_num holds NaN"):
+        parity_rows(feats, "validation")
+
+
 def test_a_model_that_cannot_be_exported_still_trains(tmp_path, stage_outputs, monkeypatch):
     """A user factory whose network ONNX cannot carry: training succeeds, the artifact says
     why there is no export, and serving on ONNX Runtime refuses it with that reason."""
@@ -304,9 +347,10 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, stage_outputs):
 def test_training_failure_leaves_no_model_artifact(tmp_path, stage_outputs):
     feats = tmp_path / "f"
     shutil.copytree(stage_outputs["features"], feats)
-    (feats / "train.pt").write_bytes(b"corrupt")
-    with pytest.raises(TrainingError, match="model artifact was not written"):
+    (feats / "train" / "x_num.npy").write_bytes(b"corrupt")
+    with pytest.raises(TrainingError, match="model artifact was not written") as e:
         launch(stage_outputs["config"].train, feats, stage_outputs["transform"], tmp_path / "m")
+    assert "train/x_num.npy is not a readable array file" in str(e.value)
     with pytest.raises(ArtifactError):
         artifacts.require(tmp_path / "m", model_artifact.KIND)
 

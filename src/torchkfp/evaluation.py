@@ -21,6 +21,12 @@ comparable" and never blocks. The whole-test-set gate is unchanged.
 Alongside the JSON report, :meth:`EvalResult.html` renders the HTML report
 (:mod:`torchkfp.report`) from the predictions this stage already computed.
 
+The test split is streamed (:func:`stream_scores`): shard by shard, only the columns the
+candidate, the champion and the slices read, scored in chunks of the predictor's own chunk
+size, so the predictions, metrics, slices and gate are those of scoring the split read whole,
+to the bit. What is kept per test row: the targets and predictions of each model and an int32
+code per slice column, so memory grows by a few numbers a row, not by the rows.
+
 A champion that cannot be used (the registry found its artifacts deleted or its alias dangling,
 or its folder fails to load or to score this test set) is "no usable champion": the gate uses
 the absolute thresholds alone and the reason is recorded in ``notes`` (and ``reasons``) of the
@@ -36,18 +42,21 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from torchkfp import metrics
 from torchkfp import report as html_report
 from torchkfp.artifacts import dataset as dataset_artifact
 from torchkfp.config import ConfigError, EvaluateConfig
-from torchkfp.errors import ArtifactError
+from torchkfp.errors import ArtifactError, DataValidationError
 from torchkfp.predictor import Predictor
 
 NO_CHAMPION = "no champion yet"
@@ -223,17 +232,31 @@ def gate(
     return ok, reasons
 
 
-def score(p: Predictor, test: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    """A model's metrics on the raw test rows (its own transform and classes), plus the
+def score(
+    p: Predictor, test: pd.DataFrame, threshold: float, split: str = "test"
+) -> dict[str, Any]:
+    """A model's metrics on raw rows held in memory (its own transform and classes), plus the
     curves and matrices that go with them, and what they were computed from: ``pred`` (the
     predictions) and ``y`` (classification: class indices in the model's ``classes`` order;
-    regression: the label in its units)."""
-    tgt = p.target
+    regression: the label in its units). :func:`stream_scores` is the same over a split read
+    chunk by chunk."""
     pred = p.predict(test)
+    return scores_from(p, targets(p, test, split), pred, threshold)
+
+
+def targets(p: Predictor, rows: pd.DataFrame, split: str = "test") -> np.ndarray:
+    """What the metrics compare ``p``'s predictions with: classification, the class indices
+    (:meth:`~torchkfp.labels.Target.encode`); regression, the label in its units."""
+    tgt = p.target
     if p.task == "regression":
-        y = tgt.values(test[tgt.label])
+        return tgt.values(rows[tgt.label])
+    return tgt.encode(rows[tgt.label], split)
+
+
+def scores_from(p: Predictor, y: np.ndarray, pred: np.ndarray, threshold: float) -> dict[str, Any]:
+    """:func:`score`'s result from the targets and the predictions of all the rows."""
+    if p.task == "regression":
         return {"metrics": metrics.regression_report(y, pred), "pred": pred, "y": y}
-    y = tgt.encode(test[tgt.label], "test")
     if p.task == "binary":
         fpr, tpr, th = metrics.roc_curve(y, pred)
         c = metrics.confusion(y, pred, threshold)
@@ -244,7 +267,7 @@ def score(p: Predictor, test: pd.DataFrame, threshold: float) -> dict[str, Any]:
             "pred": pred,
             "y": y,
         }
-    cm = metrics.multiclass_confusion(y, pred.argmax(axis=1), len(tgt.classes))
+    cm = metrics.multiclass_confusion(y, pred.argmax(axis=1), len(p.target.classes))
     return {
         "metrics": metrics.multiclass_report(y, pred),
         "confusion": cm.tolist(),
@@ -290,6 +313,109 @@ def value_text(v: Any) -> str:
     return "NULL" if v is None else str(v)
 
 
+def _ungroupable(name: Any, e: Exception) -> ConfigError:
+    return ConfigError(
+        f"evaluate.slice_columns: column {name!r} holds values that cannot be "
+        f"grouped ({e}); slice by a column of plain values"
+    )
+
+
+def _is_null(v: Any) -> bool:
+    try:
+        return v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):  # not a scalar
+        return False
+
+
+class RowArray:
+    """Per-row values filled chunk by chunk into one array sized for the split's rows
+    (``rows``; grown should more rows come), so a long stream leaves one block of memory,
+    not a chunk's worth of small arrays to join."""
+
+    def __init__(self, rows: int = 0):
+        self.rows = rows
+        self.array: np.ndarray | None = None
+        self.n = 0
+
+    def add(self, part: np.ndarray) -> None:
+        part = np.asarray(part)
+        end = self.n + len(part)
+        if self.array is None:
+            self.array = np.empty((max(self.rows, len(part)), *part.shape[1:]), part.dtype)
+        elif end > len(self.array):
+            grown = np.empty((max(2 * len(self.array), end), *part.shape[1:]), self.array.dtype)
+            grown[: self.n] = self.array[: self.n]
+            self.array = grown
+        self.array[self.n : end] = part
+        self.n = end
+
+    def result(self, empty: np.ndarray) -> np.ndarray:
+        """The values added (``empty`` when none were)."""
+        return empty if self.array is None else self.array[: self.n]
+
+
+@dataclass
+class SliceCodes:
+    """One slice column of the test rows, compact: per row an int32 ``codes`` entry indexing
+    ``values`` (each as the report writes it, see :func:`_plain`; None: NULL), in the order
+    the values first appear."""
+
+    name: str
+    codes: np.ndarray
+    values: list[Any]
+
+
+class SliceCollector:
+    """Builds a column's :class:`SliceCodes` chunk by chunk (:meth:`add`), grouping the
+    values as ``pd.factorize`` groups the whole column: every missing value is one NULL
+    value, and an integer column with a NULL anywhere has float values (as pandas converts
+    it whole), whatever the chunk. Memory: an int32 per row and the distinct values."""
+
+    def __init__(self, name: str, rows: int = 0):
+        """``rows``: how many rows will come, if known (the codes are stored in one array)."""
+        self.name = name
+        self._index: dict[Any, int] = {}
+        self._raw: list[Any] = []
+        self._null: int | None = None
+        self._integer = False
+        self._codes = RowArray(rows)
+
+    def add(self, values: pd.Series, arrow_type: pa.DataType | None = None) -> None:
+        """The column's next rows (``arrow_type``: the column's type in the dataset)."""
+        if arrow_type is not None and pa.types.is_integer(arrow_type):
+            self._integer = True
+        try:
+            codes, uniques = pd.factorize(values, use_na_sentinel=False)
+            lut = np.empty(len(uniques), dtype=np.int32)
+            for i, u in enumerate(uniques):
+                if _is_null(u):
+                    if self._null is None:
+                        self._null = len(self._raw)
+                        self._raw.append(None)
+                    lut[i] = self._null
+                    continue
+                g = self._index.get(u)
+                if g is None:
+                    g = self._index[u] = len(self._raw)
+                    self._raw.append(u)
+                lut[i] = g
+        except TypeError as e:  # unhashable values (lists, dicts)
+            raise _ungroupable(self.name, e) from None
+        self._codes.add(lut[codes])
+
+    def result(self) -> SliceCodes:
+        as_float = self._integer and self._null is not None
+        plain = [None if v is None else _plain(float(v) if as_float else v) for v in self._raw]
+        # values that became equal (integers beyond 2**53 made floats) are one value
+        merged: dict[Any, int] = {}
+        remap = np.array([merged.setdefault(v, len(merged)) for v in plain], dtype=np.int32)
+        codes = self._codes.result(np.zeros(0, np.int32))
+        self._codes = RowArray()
+        if len(merged) < len(plain):
+            codes = remap[codes]
+        return SliceCodes(self.name, codes, list(merged))
+
+
 @dataclass
 class SliceGate:
     """The slice check of one evaluation: the gate metric on every slice of the test rows."""
@@ -330,47 +456,57 @@ class SliceGate:
             return None, f"one label value only: {m} undefined"
         return float(metrics.regression_report(y, pred)[m]), None
 
-    def groups(self, values: pd.Series) -> tuple[list[tuple[Any, np.ndarray]], str | None]:
+    def groups(
+        self, values: pd.Series | SliceCodes
+    ) -> tuple[list[tuple[Any, np.ndarray]], str | None]:
         """(value, row positions) of the column's largest slices, most rows first (NULL is a
-        value of its own), and a note when values were left out."""
+        value of its own), and a note when values were left out. ``values``: the column's
+        values, or their :class:`SliceCodes` (collected while streaming)."""
+        if isinstance(values, SliceCodes):
+            return self._ranked(values.name, values.codes, values.values)
         try:
             codes, uniques = pd.factorize(values, use_na_sentinel=False)
         except TypeError as e:
-            raise ConfigError(
-                f"evaluate.slice_columns: column {values.name!r} holds values that cannot be "
-                f"grouped ({e}); slice by a column of plain values"
-            ) from None
-        counts = np.bincount(codes, minlength=len(uniques))
-        keys = [_plain(u) for u in uniques]
-        order = sorted(range(len(uniques)), key=lambda k: (-counts[k], value_text(keys[k])))
+            raise _ungroupable(values.name, e) from None
+        return self._ranked(values.name, codes, [_plain(u) for u in uniques])
+
+    def _ranked(
+        self, name: Any, codes: np.ndarray, keys: list[Any]
+    ) -> tuple[list[tuple[Any, np.ndarray]], str | None]:
+        counts = np.bincount(codes, minlength=len(keys))
+        order = sorted(range(len(keys)), key=lambda k: (-counts[k], value_text(keys[k])))
         kept = order[: self.max_values]
         note = None
         if len(order) > len(kept):
             left = order[len(kept) :]
             note = (
-                f"{values.name}: {len(order)} values; the {len(kept)} with the most test rows "
+                f"{name}: {len(order)} values; the {len(kept)} with the most test rows "
                 f"are shown and gated, the other {len(left)} ({int(counts[left].sum())} rows) "
                 "are not"
             )
         by_code = np.argsort(codes, kind="stable")
-        bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(uniques)))]
+        bounds = np.r_[0, np.cumsum(counts)]
         return [(keys[k], by_code[bounds[k] : bounds[k + 1]]) for k in kept], note
 
     def table(
         self,
-        test: pd.DataFrame,
+        test: pd.DataFrame | Mapping[str, SliceCodes],
         columns: list[str],
         cand: tuple[np.ndarray, np.ndarray],
         champ: tuple[np.ndarray, np.ndarray] | None,
     ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
         """(rows, notes, blocking reasons): per column and value, the metric of the candidate
-        and the champion (``(y, pred)`` each, on all test rows in the same order)."""
+        and the champion (``(y, pred)`` each, on all test rows in the same order). ``test``:
+        the test rows, or their slice columns as :class:`SliceCodes`."""
         rows: list[dict[str, Any]] = []
         notes: list[str] = []
         reasons: list[str] = []
         word = "higher" if self.higher_is_better else "lower"
         for col in columns:
-            groups, note = self.groups(test[col].rename(col))
+            values = test[col]
+            groups, note = self.groups(
+                values if isinstance(values, SliceCodes) else values.rename(col)
+            )
             if note:
                 notes.append(note)
             for value, idx in groups:
@@ -411,45 +547,264 @@ class SliceGate:
         return rows, notes, reasons
 
 
+# ---- streaming a split -------------------------------------------------------------------------
+READ_ROWS = 65_536
+"""Rows read from a shard at a time (:func:`torchkfp.artifacts.dataset.iter_split`)."""
+
+
+def _chunks(batches: Any, rows: int) -> Any:
+    """``batches`` regrouped into tables of exactly ``rows`` rows (the last: the rest),
+    whatever the shards' and batches' sizes."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(rows - held, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            held += take
+            batch = batch.slice(take)
+            if held == rows:
+                yield pa.Table.from_batches(pending)
+                pending, held = [], 0
+    if held:
+        yield pa.Table.from_batches(pending)
+
+
+class _ModelStream:
+    """One model's predictions and targets over a split scored chunk by chunk. A chunk it
+    cannot score ends its scoring; a classification label problem (missing values, classes
+    it never saw) is still counted over the rest of the split, so the error names what the
+    whole split holds, as scoring it at once does (:meth:`~torchkfp.labels.Target.encode`'s
+    own message)."""
+
+    def __init__(self, p: Predictor, split: str, raises: bool, rows: int = 0):
+        self.p, self.split, self.raises = p, split, raises
+        self.preds = RowArray(rows)
+        self.ys = RowArray(rows)
+        self.error: Exception | None = None
+        self._labels_bad = False
+        self._missing = 0
+        self._unseen: dict[str, Any] = {}
+
+    def _fail(self, e: Exception) -> None:
+        self.error = e
+        self.preds, self.ys = RowArray(), RowArray()
+
+    def add(self, rows: pd.DataFrame) -> None:
+        if self.error is not None:
+            if self._labels_bad:
+                self._count_label_problems(rows)
+            return
+        try:
+            pred = self.p.predict(rows)
+        except (KeyError, ValueError) as e:
+            if self.raises:
+                raise
+            self._fail(e)
+            return
+        try:
+            y = targets(self.p, rows, self.split)
+        except DataValidationError as e:
+            if self.raises and self.p.task == "regression":
+                raise
+            self._fail(e)
+            if self.p.task != "regression":
+                self._labels_bad = True
+                self._count_label_problems(rows)
+            return
+        self.preds.add(pred)
+        self.ys.add(y)
+
+    def _count_label_problems(self, rows: pd.DataFrame) -> None:
+        tgt = self.p.target
+        values = rows[tgt.label]
+        self._missing += int(values.isna().sum())
+        known = values[values.notna()]
+        native = known.map(lambda v: v.item() if hasattr(v, "item") else v).astype(object)
+        unseen = known[pd.Index(tgt.classes).get_indexer(native) < 0]
+        for v in unseen.unique():
+            self._unseen.setdefault(str(v), v)
+        if len(self._unseen) > 10:  # the error names the 10 first in text order
+            self._unseen = {k: self._unseen[k] for k in sorted(self._unseen)[:10]}
+
+    def result(self, threshold: float) -> dict[str, Any] | Exception:
+        """:func:`score`'s result on all the rows, or the error that stopped the scoring."""
+        if self._labels_bad:
+            label = self.p.target.label
+            if self._missing:
+                values = pd.Series([None] * self._missing, dtype=object)
+            else:
+                values = pd.Series(list(self._unseen.values()), dtype=object)
+            try:  # the label problems of the whole split, in encode's words
+                targets(self.p, pd.DataFrame({label: values}), self.split)
+            except DataValidationError as e:
+                self.error = e
+            if self.raises:
+                raise self.error  # type: ignore[misc]
+        if self.error is not None:
+            return self.error
+        # a chunk is always scored (an empty split: its empty rows), so both hold arrays
+        pred = self.preds.result(np.zeros(0))
+        y = self.ys.result(np.zeros(0))
+        self.preds, self.ys = RowArray(), RowArray()
+        return scores_from(self.p, y, pred, threshold)
+
+
+def _split_layout(dataset_dir: str | os.PathLike, split: str) -> tuple[pa.Schema, int]:
+    """The split's schema (its first shard's) and rows (every shard's footer)."""
+    schema, rows = None, 0
+    for f in dataset_artifact.split_files(dataset_dir, split):
+        try:
+            pf = pq.ParquetFile(f)
+        except (pa.ArrowException, OSError) as e:
+            line = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ArtifactError(
+                f"dataset {str(dataset_dir)!r}: {split}/{f.name} cannot be read as Parquet "
+                f"({type(e).__name__}: {line}); rerun ingestion"
+            ) from None
+        schema = schema or pf.schema_arrow
+        rows += pf.metadata.num_rows
+    assert schema is not None  # split_files: at least one shard
+    return schema, rows
+
+
+def _lacking(p: Predictor, columns: list[str]) -> KeyError | None:
+    """The KeyError scoring rows without ``p``'s features or label raises (what
+    :func:`score` raises on such rows), or None when ``columns`` has them all."""
+    missing = [c for c in p.feature_names if c not in columns]
+    if missing:
+        return KeyError(f"missing feature column(s): {missing}")
+    if p.target.label not in columns:
+        return KeyError(p.target.label)
+    return None
+
+
+def stream_scores(
+    models: Sequence[Predictor],
+    dataset_dir: str | os.PathLike,
+    split: str = "test",
+    *,
+    threshold: float = 0.5,
+    slice_columns: Sequence[str] = (),
+    batch_rows: int = READ_ROWS,
+) -> tuple[list[dict[str, Any] | Exception], dict[str, SliceCodes]]:
+    """Each model's :func:`score` on one split of a Dataset artifact, reading the split
+    shard by shard in batches of ``batch_rows`` rows, and the ``slice_columns`` (checked:
+    ConfigError) as :class:`SliceCodes`; the same results as scoring the split read whole.
+
+    Only the columns the models and the slices need are read. The rows are scored in chunks
+    of the predictor's :data:`~torchkfp.predictor.CHUNK` rows (one network call each, the
+    rows scoring the whole split would give it, so the predictions are the same to the bit);
+    per row only the targets, the predictions and the slice codes are kept.
+
+    The first model's errors are raised (a column it needs missing: DataValidationError);
+    for the others, a model that cannot score the rows (KeyError, ValueError; a column it
+    needs missing: the KeyError :func:`score` raises) has its error in its place."""
+    from torchkfp import predictor as predictor_module
+
+    schema, rows = _split_layout(dataset_dir, split)
+    slice_cols = check_slice_columns(list(slice_columns), schema.names)
+    results: list[dict[str, Any] | Exception | None] = [None] * len(models)
+    streams: list[_ModelStream] = []
+    wanted: list[str] = []
+    for i, p in enumerate(models):
+        lacks = _lacking(p, schema.names)
+        if lacks is not None:
+            if i == 0:
+                need = [*p.feature_names, p.target.label]
+                raise DataValidationError(
+                    f"dataset {str(dataset_dir)!r}: the {split} split lacks column(s) "
+                    f"{[c for c in need if c not in schema.names]} that the model at "
+                    f"{str(p.path)!r} reads (its features and its label); score it on a "
+                    "dataset with its columns (the one its features were built from)"
+                )
+            results[i] = lacks
+            continue
+        streams.append(_ModelStream(p, split, raises=i == 0, rows=rows))
+        wanted += [*p.feature_names, p.target.label]
+    columns = list(dict.fromkeys(wanted + slice_cols))
+    collectors = {c: SliceCollector(c, rows) for c in slice_cols}
+    chunk_rows = predictor_module.CHUNK
+    scored = 0
+    batches = dataset_artifact.iter_split(dataset_dir, split, columns, batch_rows)
+    for table in _chunks(batches, chunk_rows):
+        _stream_chunk(table, streams, collectors)
+        scored += table.num_rows
+    if not scored:  # an empty split: scored as the empty rows (what reading it whole gives)
+        _stream_chunk(schema.empty_table().select(columns), streams, collectors)
+    done = iter(s.result(threshold) for s in streams)
+    out = [r if r is not None else next(done) for r in results]
+    return out, {c: collectors[c].result() for c in slice_cols}
+
+
+def _stream_chunk(
+    table: pa.Table, streams: list[_ModelStream], collectors: dict[str, SliceCollector]
+) -> None:
+    rows = table.to_pandas()
+    for s in streams:
+        s.add(rows)
+    for name, c in collectors.items():
+        c.add(rows[name], table.schema.field(name).type)
+
+
 def evaluate_candidate(
     ec: EvaluateConfig,
     model_dir: str | os.PathLike,
     dataset_dir: str | os.PathLike,
     champion_dir: str | os.PathLike | None = None,
     notes: list[str] | None = None,
+    *,
+    batch_rows: int = READ_ROWS,
 ) -> EvalResult:
     """The candidate's metrics and the gate's decision, against the model in ``champion_dir``
     if given. ``notes``: why the caller found no usable champion (recorded in the report).
-    The result also holds what the HTML report draws (:meth:`EvalResult.html`)."""
+    The result also holds what the HTML report draws (:meth:`EvalResult.html`).
+
+    The test split is streamed (:func:`stream_scores`, ``batch_rows`` rows read at a time):
+    memory holds, per test row, the targets and predictions of both models and a code per
+    slice column, never the rows themselves."""
     t0 = time.perf_counter()
     cand = Predictor(model_dir)
     rules = GateRules.for_task(ec, cand.task)
-    test = dataset_artifact.read_split(dataset_dir, "test").to_pandas()
-    slice_cols = check_slice_columns(ec.slice_columns, list(test.columns))
-    scored = score(cand, test, ec.threshold)
-    champ_scored = None
-    champ_classes: list[Any] = []
     notes = list(notes or [])
+    champ = None
     if champion_dir is not None:
         try:
             champ = Predictor(champion_dir)
         except ArtifactError as e:  # its files damaged or gone since the registry looked
             notes.append(f"champion at {champion_dir} cannot be loaded ({e})")
         else:
-            try:
-                if champ.task != cand.task:
-                    raise ValueError(f"it is a {champ.task} model, the candidate {cand.task}")
-                champ_scored = score(champ, test, ec.threshold)
-                champ_classes = champ.classes
-            except (KeyError, ValueError) as e:
-                notes.append(f"champion at {champion_dir} cannot score this test set ({e})")
+            if champ.task != cand.task:
+                notes.append(
+                    f"champion at {champion_dir} cannot score this test set (it is a "
+                    f"{champ.task} model, the candidate {cand.task})"
+                )
+                champ = None
+    results, slice_codes = stream_scores(
+        [cand] if champ is None else [cand, champ],
+        dataset_dir,
+        "test",
+        threshold=ec.threshold,
+        slice_columns=ec.slice_columns,
+        batch_rows=batch_rows,
+    )
+    scored = results[0]
+    assert isinstance(scored, dict)  # the candidate's errors are raised
+    champ_scored = None
+    champ_classes: list[Any] = []
+    if champ is not None:
+        if isinstance(results[1], Exception):
+            notes.append(f"champion at {champion_dir} cannot score this test set ({results[1]})")
+        else:
+            champ_scored = results[1]
+            champ_classes = champ.classes
     champ_metrics = champ_scored["metrics"] if champ_scored else None
     promote, reasons = gate(rules, scored["metrics"], champ_metrics)
     if notes:
         reasons = [NO_USABLE_CHAMPION if r == NO_CHAMPION else r for r in reasons]
     slices, slice_notes, blocking = SliceGate.for_rules(ec, rules, cand.task).table(
-        test,
-        slice_cols,
+        slice_codes,
+        list(slice_codes),
         (scored["y"], scored["pred"]),
         (champ_scored["y"], champ_scored["pred"]) if champ_scored else None,
     )

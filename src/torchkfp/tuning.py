@@ -6,8 +6,9 @@ trainer (:func:`torchkfp.training.launch`: one torchrun process group per trial,
 with one thread, so ``tune.parallel_trials`` trials run at once, capped at the CPU cores), then
 scores the trained model on the raw **validation** rows of the dataset with the gate's metric
 (``tune.metric``, else ``evaluate.metric``, else the task's default; the model's own transform,
-as the evaluate stage scores the test rows) and optimizes it in its direction. The test split is
-never looked at.
+as the evaluate stage scores the test rows: the split streamed shard by shard, never held in
+memory, :func:`torchkfp.evaluation.stream_scores`) and optimizes it in its direction. The test
+split is never looked at.
 
 Outputs: the study summary (JSON: every trial's parameters, value, state, seconds and start
 and end times; the best trial), the best settings as a YAML ``train:`` snippet (load it with
@@ -137,37 +138,59 @@ def trial_config(tc: TrainConfig, settings: dict[str, Any]) -> TrainConfig:
 
 
 # ---- scoring ------------------------------------------------------------------------------------
-def validation_rows(dataset_dir: str | os.PathLike) -> Any:
-    """The raw validation rows of a Dataset artifact, as a DataFrame."""
+@dataclass(frozen=True)
+class SplitRows:
+    """One split of a Dataset artifact to score on: read shard by shard, chunk by chunk, each
+    time a model is scored (:func:`validation_score`), never held in memory."""
+
+    dataset_dir: str
+    split: str
+    rows: int
+
+
+def validation_rows(dataset_dir: str | os.PathLike) -> SplitRows:
+    """The validation split of a Dataset artifact to score on (its row count from the shards'
+    Parquet footers); ArtifactError when it has no rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from torchkfp.artifacts import dataset as dataset_artifact
 
-    rows = dataset_artifact.read_split(dataset_dir, "validation").to_pandas()
-    if len(rows) == 0:
+    rows = 0
+    for f in dataset_artifact.split_files(dataset_dir, "validation"):
+        try:
+            rows += pq.ParquetFile(f).metadata.num_rows
+        except (pa.ArrowException, OSError) as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ArtifactError(
+                f"dataset {str(dataset_dir)!r}: validation/{f.name} cannot be read as Parquet "
+                f"({type(e).__name__}: {first}); rerun ingestion"
+            ) from None
+    if rows == 0:
         raise ArtifactError(
             f"dataset {str(dataset_dir)!r} has no validation rows: tuning scores on them; "
             "change the split (split.validation_start / split.validation_fraction)"
         )
-    return rows
+    return SplitRows(str(dataset_dir), "validation", rows)
 
 
 def validation_score(
     model_dir: str | os.PathLike, rows: Any, metric: str, threshold: float = 0.5
 ) -> float:
     """``metric`` of the model on the raw rows, through its own transform (the evaluate
-    stage's computation, on the validation split)."""
+    stage's computation, on the validation split). ``rows``: a :class:`SplitRows` (streamed:
+    :func:`torchkfp.evaluation.stream_scores`) or a DataFrame held in memory; both give the
+    same value on the same rows."""
+    from torchkfp.evaluation import score, stream_scores
     from torchkfp.predictor import Predictor
 
     p = Predictor(model_dir)
-    tgt = p.target
-    pred = p.predict(rows)
-    if p.task == "regression":
-        report = metrics.regression_report(tgt.values(rows[tgt.label]), pred)
-    elif p.task == "binary":
-        y = tgt.encode(rows[tgt.label], "validation")
-        report = metrics.classification_report(y, pred, threshold)
+    if isinstance(rows, SplitRows):
+        [scored], _ = stream_scores([p], rows.dataset_dir, rows.split, threshold=threshold)
     else:
-        report = metrics.multiclass_report(tgt.encode(rows[tgt.label], "validation"), pred)
-    return float(report[metric])
+        scored = score(p, rows, threshold, "validation")
+    assert isinstance(scored, dict)  # the first model's errors are raised
+    return float(scored["metrics"][metric])
 
 
 # ---- the search ----------------------------------------------------------------------------------

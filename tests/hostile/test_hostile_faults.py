@@ -28,6 +28,7 @@ import torch.multiprocessing as mp
 import yaml
 
 from torchkfp import artifacts
+from torchkfp.artifacts import features as features_artifact
 from torchkfp.artifacts import model as model_artifact
 from torchkfp.config import TrainConfig
 from torchkfp.errors import ArtifactError, TrainingError
@@ -85,8 +86,8 @@ def slim(stage_outputs, tmp_path_factory) -> dict:
     feats.mkdir()
     meta = json.loads((src / artifacts.METADATA).read_text())
     for split, n in ROWS.items():
-        t = torch.load(src / f"{split}.pt", weights_only=True)
-        torch.save({k: v[:n].clone() for k, v in t.items()}, feats / f"{split}.pt")
+        raw = features_artifact.load_raw(src, split)
+        features_artifact.save_raw(feats, split, {k: v[:n] for k, v in raw.items()})
         meta["rows"][split] = n
     artifacts.commit(feats, meta.pop("kind"), meta)
     models = root / "models"
@@ -97,6 +98,7 @@ def slim(stage_outputs, tmp_path_factory) -> dict:
         "transform": stage_outputs["transform"],
         "models": str(models),
         "config": stage_outputs["config"],
+        "all_features": stage_outputs["features"],
     }
 
 
@@ -221,9 +223,9 @@ def test_non_finite_validation_loss_is_never_the_best_model(tmp_path, slim):
     neither become the best state nor ship."""
     feats = tmp_path / "features"
     shutil.copytree(slim["features"], feats)
-    val = torch.load(feats / "validation.pt", weights_only=True)
-    val["x_num"] = torch.full_like(val["x_num"], 3e38)  # finite, the largest float32s
-    torch.save(val, feats / "validation.pt")
+    val = features_artifact.load_raw(feats, "validation")
+    val["x_num"] = val["x_num"] * 0 + 3e38  # finite, the largest float32s
+    features_artifact.save_raw(feats, "validation", val)
     with pytest.raises(
         TrainingError, match=r"^training diverged at epoch 1 \(validation loss (nan|inf)\)"
     ):
@@ -233,15 +235,18 @@ def test_non_finite_validation_loss_is_never_the_best_model(tmp_path, slim):
 
 
 # ---- 2. exact resume --------------------------------------------------------------------
-def _exact_resume_rank(rank: int, world: int, init: str, features: str, out: str) -> None:
+def _exact_resume_rank(
+    rank: int, world: int, init: str, features: str, out: str, extra: dict
+) -> None:
     """One gloo rank: 4 epochs in one go (folder a); 2 epochs, then a fresh model and Trainer
-    resume from the same folder (b) to 4; both ranks save what they ended with."""
+    resume from the same folder (b) to 4; both ranks save what they ended with (and how
+    their share was read)."""
     from torchkfp.training.worker import build_trainer
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
     try:
-        tc = settings(epochs=4)
+        tc = settings(epochs=4, **extra)
         cpu, res = torch.device("cpu"), {}
         whole, _, _ = build_trainer(tc, features, cpu, rank, world, Path(out) / "a")
         whole.train_loop()
@@ -261,25 +266,34 @@ def _exact_resume_rank(rank: int, world: int, init: str, features: str, out: str
                 "history": t.history,
                 "epoch": t.epoch,
                 "resumed_from": t.resumed_from,
+                "mode": t.share.mode,
             }
         torch.save(res, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_two_epochs_then_resume_to_four_equals_four_in_one_go(tmp_path, slim):
+@pytest.mark.parametrize("mode", ["memory", "stream"])
+def test_two_epochs_then_resume_to_four_equals_four_in_one_go(tmp_path, slim, mode):
     """2 gloo ranks on CPU: the weights, optimizer state, best state and history after 2
     epochs + resume to 4 (same checkpoint folder) are identical to 4 epochs in one go. (The
     stop is a Trainer that is dropped after 2 epochs: ``train.epochs`` stays 4, since it
-    shapes the learning-rate schedule.)"""
+    shapes the learning-rate schedule.) Both with the shares in memory (the slice) and
+    streamed through a shuffle buffer (the session's features, over a 1 MiB budget a rank)."""
+    if mode == "memory":
+        features, extra = slim["features"], {}
+    else:
+        features = slim["all_features"]
+        extra = {"memory_budget_mb": 1, "shuffle_buffer_rows": 2048}
     mp.spawn(
         _exact_resume_rank,
-        args=(2, str(tmp_path / "init"), slim["features"], str(tmp_path)),
+        args=(2, str(tmp_path / "init"), features, str(tmp_path), extra),
         nprocs=2,
     )
     for rank in (0, 1):
         res = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         whole, resumed = res["whole"], res["resumed"]
+        assert whole["mode"] == resumed["mode"] == mode
         assert resumed["resumed_from"] == 2 and whole["resumed_from"] is None
         assert whole["epoch"] == resumed["epoch"] == 4
         states_equal(whole["model"], resumed["model"])

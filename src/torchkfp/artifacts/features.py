@@ -112,14 +112,15 @@ class SplitArrays:
     def check(self, rows: slice | np.ndarray | None = None) -> None:
         """Check the values of ``rows`` (all by default) in chunks: finite numbers, codes
         inside the embedding tables, labels of the task."""
-        index = np.arange(self.rows)[rows] if rows is not None else None
-        total = self.rows if index is None else len(index)
-        for start in range(0, total, CHECK_ROWS):
-            sel = (
-                slice(start, min(total, start + CHECK_ROWS))
-                if index is None
-                else index[start : start + CHECK_ROWS]
-            )
+        if rows is None or isinstance(rows, slice):
+            start, stop, step = (rows or slice(None)).indices(self.rows)
+            for at in range(start, stop, CHECK_ROWS * step):
+                sel = slice(at, min(stop, at + CHECK_ROWS * step), step)
+                _check_values(self.x_num[sel], self.x_cat[sel], self.y[sel], self.meta, self.what)
+            return
+        index = np.asarray(rows)
+        for start in range(0, len(index), CHECK_ROWS):
+            sel = index[start : start + CHECK_ROWS]
             _check_values(self.x_num[sel], self.x_cat[sel], self.y[sel], self.meta, self.what)
 
     def tensors(self, rows: slice | np.ndarray | None = None, int64_codes: bool = False):

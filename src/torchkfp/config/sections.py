@@ -265,7 +265,8 @@ class TrainConfig(_Section):
     """Per training process: a rank whose share of the training split (its rows of the
     features' x_num, x_cat and y) fits in this many MiB loads it and shuffles it whole every
     epoch; a larger share is streamed from the memory-mapped features, its blocks in a new
-    order every epoch through a shuffle buffer of ``shuffle_buffer_rows`` rows."""
+    order every epoch through a shuffle buffer of ``shuffle_buffer_rows`` rows. (The in-memory
+    mode also holds an epoch's permutation, 8 bytes a row, outside this budget.)"""
     shuffle_buffer_rows: Int = Field(262_144, ge=1024)
     """Streaming training (a share over ``memory_budget_mb``): rows shuffled together."""
     threads_per_process: Int = Field(1, ge=1)

@@ -6,6 +6,9 @@
 - :mod:`~torchkfp.training.cluster`: this replica's place in the cluster, the backend;
 - :mod:`~torchkfp.training.worker`: one DDP rank (``python -m torchkfp.training.worker``):
   process group, data shard, model, then the loop; rank 0 writes the model artifact;
+- :mod:`~torchkfp.training.data`: one rank's share of the training rows (block-strided over
+  the memory-mapped features), held in memory within ``train.memory_budget_mb`` or streamed
+  through a shuffle buffer, and its validation rows;
 - :mod:`~torchkfp.training.loop`: the ``Trainer`` (batches, epochs, validation, early
   stopping, divergence, exact-resume checkpoints, the per-epoch history) and the pure helpers
   ``get_lr``, ``shard_indices`` and ``epoch_seed``;

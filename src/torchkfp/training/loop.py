@@ -2,14 +2,16 @@
 stopping, divergence, checkpoints) and the pure helpers ``get_lr``, ``shard_indices`` and
 ``epoch_seed``.
 
-Each rank trains on its own shard of pre-built tensors; gradients are averaged by DDP; the
-epoch's train and validation losses and a non-finite-weights flag are all-reduced, so every rank
-takes the same early-stopping and divergence decision; only rank 0 writes checkpoints. Each
-epoch leaves one history entry (losses, the validation metric, the learning rate) and its
-throughput, which rank 0 also hands to TensorBoard (:mod:`torchkfp.training.tensorboard`). Objects
-arrive built (model, tensors, device): the worker builds them.
+Each rank trains on its own share of the training split (:mod:`torchkfp.training.data`: in
+memory or streamed from the memory-mapped features, the same number of steps on every rank);
+gradients are averaged by DDP; the epoch's train and validation losses and a
+non-finite-weights flag are all-reduced, so every rank takes the same early-stopping and
+divergence decision; only rank 0 writes checkpoints. Each epoch leaves one history entry
+(losses, the validation metric, the learning rate) and its throughput, which rank 0 also hands
+to TensorBoard (:mod:`torchkfp.training.tensorboard`). Objects arrive built (model, data
+shares, device): the worker builds them.
 
-Resume is exact: an epoch's randomness (its shard order, dropout, the unknown-category mask)
+Resume is exact: an epoch's randomness (its data order, dropout, the unknown-category mask)
 depends only on ``(seed, epoch, rank)`` (the global RNGs are reseeded at the start of every
 epoch), and a checkpoint holds everything else that carries over (weights, optimizer state,
 step, early-stopping state, history), so a run stopped after any epoch and resumed ends with the
@@ -36,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torchkfp.config import TrainConfig
 from torchkfp.errors import TrainingError
 from torchkfp.model import output_logits
+from torchkfp.training.data import InMemoryShare, StreamingShare, ValidationShare
 
 CHECKPOINT_FILE = "last.pt"
 CHECKPOINT_KEYS = (
@@ -67,8 +70,10 @@ def get_lr(step: int, total_steps: int, peak: float, warmup_steps: int) -> float
 
 
 def shard_indices(n: int, rank: int, world: int, seed: int, epoch: int) -> torch.Tensor:
-    """This rank's rows for an epoch: a seeded permutation, padded so every rank gets the same
-    count (as DistributedSampler does), then strided by rank."""
+    """A seeded permutation of ``n`` rows, padded so every rank gets the same count (as
+    DistributedSampler does), then strided by rank: the order of one process's epoch (which
+    :class:`~torchkfp.training.data.InMemoryShare` keeps exactly); several processes now train
+    on block shares instead (:mod:`torchkfp.training.data`)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g)
     per_rank = math.ceil(n / world)
@@ -146,8 +151,8 @@ class Trainer:
         self,
         tc: TrainConfig,
         model: torch.nn.Module,
-        train: dict[str, torch.Tensor],
-        val: dict[str, torch.Tensor],
+        train: dict[str, torch.Tensor] | InMemoryShare | StreamingShare,
+        val: dict[str, torch.Tensor] | ValidationShare,
         device: torch.device,
         rank: int,
         world: int,
@@ -157,10 +162,13 @@ class Trainer:
         target_std: float = 1.0,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ):
-        """``target_std``: regression, the label's training std (the loss is on the
-        standardized label; RMSE is reported in the label's units). ``on_epoch``: called with
-        each epoch's history entry after its checkpoint is written (rank 0 passes the
-        TensorBoard writer)."""
+        """``train``: this rank's share (:func:`torchkfp.training.data.train_share`), or the
+        whole split's tensors (this rank takes its share of them); ``val``: this rank's
+        validation rows (:func:`~torchkfp.training.data.validation_share`), or the whole
+        split's tensors (this rank takes rows ``rank, rank + world, ...``). ``target_std``:
+        regression, the label's training std (the loss is on the standardized label; RMSE is
+        reported in the label's units). ``on_epoch``: called with each epoch's history entry
+        after its checkpoint is written (rank 0 passes the TensorBoard writer)."""
         self.tc, self.rank, self.world, self.device = tc, rank, world, device
         self.loss_fn = loss_function(task)
         self.task = task
@@ -171,16 +179,21 @@ class Trainer:
         # hyperparameters that shape the optimization (epochs/patience may change on resume)
         self.identity = identity or {}
         self.master = rank == 0
-        self.train = {k: v.to(device) for k, v in train.items()}
-        self.val_rows = int(val["y"].shape[0])
-        self.val = {k: v[rank::world].to(device) for k, v in val.items()}
+        if isinstance(train, dict):
+            train = InMemoryShare.from_split(train, rank, world, tc.seed)
+        if isinstance(train, InMemoryShare):
+            train = train.to(device)
+        self.share = train
+        if isinstance(val, dict):
+            val = ValidationShare.from_split(val, rank, world)
+        self.val_rows = val.rows
+        self.val = {k: v.to(device) for k, v in val.tensors.items()}
         self.model = model.to(device)
         self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay
         )
-        n = self.train["y"].shape[0]
-        per_process = math.ceil(n / world)
+        per_process = self.share.per_rank  # ceil(rows / world) on every rank
         self.batch_size = effective_batch_size(tc.batch_size, per_process, tc.min_steps_per_epoch)
         self.steps_per_epoch = math.ceil(per_process / self.batch_size)
         self.total_steps = self.steps_per_epoch * tc.epochs
@@ -204,10 +217,9 @@ class Trainer:
             self._load_checkpoint(checkpoint_dir / CHECKPOINT_FILE)
 
     # -- one batch / one epoch ---------------------------------------------------------
-    def _run_batch(self, idx: torch.Tensor) -> torch.Tensor:
+    def _run_batch(self, x_num: torch.Tensor, x_cat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         for g in self.opt.param_groups:
             g["lr"] = get_lr(self.step, self.total_steps, self.tc.learning_rate, self.warmup)
-        x_num, x_cat, y = self.train["x_num"][idx], self.train["x_cat"][idx], self.train["y"][idx]
         if self.tc.unknown_category_rate > 0 and x_cat.numel():
             # train the unknown bucket (index 0) too: it stands for every unseen value later
             drop = torch.rand(x_cat.shape, device=x_cat.device) < self.tc.unknown_category_rate
@@ -224,16 +236,12 @@ class Trainer:
         weights are finite)."""
         self.ddp.train()
         seed_everything(epoch_seed(self.tc.seed, epoch, self.rank))
-        idx = shard_indices(self.train["y"].shape[0], self.rank, self.world, self.tc.seed, epoch)
-        idx = idx.to(self.device)
         total = torch.zeros((), device=self.device)
         count = 0
-        bs = self.batch_size
         t0 = time.perf_counter()
-        for start in range(0, idx.shape[0], bs):
-            b = idx[start : start + bs]
-            total += self._run_batch(b) * b.shape[0]
-            count += b.shape[0]
+        for x_num, x_cat, y in self.share.batches(epoch, self.rank, self.batch_size, self.device):
+            total += self._run_batch(x_num, x_cat, y) * y.shape[0]
+            count += int(y.shape[0])
         params = [p.detach() for p in self.model.parameters()]
         finite = torch.stack([torch.isfinite(p).all() for p in params]).all() if params else True
         # one all-reduce (and one host sync) per epoch: loss sum, row count, ranks with
@@ -262,7 +270,8 @@ class Trainer:
         for start in range(0, self.val["y"].shape[0], 8192):
             sl = slice(start, start + 8192)
             y = self.val["y"][sl]
-            logits = output_logits(self.model, self.val["x_num"][sl], self.val["x_cat"][sl])
+            x_cat = self.val["x_cat"][sl].long()
+            logits = output_logits(self.model, self.val["x_num"][sl], x_cat)
             s[0] += self.loss_fn(logits, y, reduction="sum").double()
             s[1] += logits.shape[0]
             if self.task == "multiclass":

@@ -1,8 +1,10 @@
 """One DDP rank: ``python -m torchkfp.training.worker`` (started by torchrun, see
 :mod:`torchkfp.training.launcher`).
 
-Joins the process group with the backend the launcher chose, loads the features, builds the
-model and the :class:`~torchkfp.training.loop.Trainer` (:func:`build_trainer`), runs the loop;
+Joins the process group with the backend the launcher chose, reads its share of the
+features (:mod:`torchkfp.training.data`: in memory within ``train.memory_budget_mb``, streamed
+beyond), builds the model and the :class:`~torchkfp.training.loop.Trainer`
+(:func:`build_trainer`), runs the loop;
 global rank 0 then exports the shipped weights to ONNX and checks the export against PyTorch
 (:func:`onnx_export`, unless ``train.export_onnx`` is false) and writes the model artifact
 (format: :mod:`torchkfp.artifacts.model`), never one with non-finite weights. A problem the
@@ -31,6 +33,7 @@ from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.config import TrainConfig
 from torchkfp.errors import TrainingError
 from torchkfp.model import ModelSpec, build_model
+from torchkfp.training import data
 from torchkfp.training.loop import Trainer
 from torchkfp.training.tensorboard import EpochScalars
 
@@ -42,7 +45,10 @@ IDENTITY_SETTINGS = (
     "unknown_category_rate",
     "min_steps_per_epoch",
 )
-"""Settings a checkpoint must share to be resumed (epochs and patience may change)."""
+"""Settings a checkpoint must share to be resumed (epochs and patience may change). Not
+``memory_budget_mb`` and ``shuffle_buffer_rows`` as such: the checkpoint records the data order
+they lead to (``data_order``: none in memory, the buffer when streamed), so a budget that keeps
+the order (a share that fits either way) still resumes, one that changes it does not."""
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -107,12 +113,22 @@ def build_trainer(
     rank's data; the Trainer resumes from ``checkpoint_dir`` when it holds a checkpoint.
     ``target_std``: regression, the label's training std (validation RMSE in its units).
     Needs the process group. Returns (trainer, model spec, features metadata)."""
-    torch.manual_seed(tc.seed)  # identical initial weights on every rank
     feats_meta = artifacts.require(features, features_artifact.KIND)
-    train = features_artifact.read_split(features, "train")
-    val = features_artifact.read_split(features, "validation")
+    train = data.train_share(
+        features,
+        rank,
+        world,
+        tc.seed,
+        tc.memory_budget_mb,
+        tc.shuffle_buffer_rows,
+        device,
+    )
+    val = data.validation_share(features, rank, world)
+    if rank == 0:
+        print(f"[train] {data.describe(train, tc.memory_budget_mb, world)}", file=sys.stderr)
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
     spec = ModelSpec(
-        num_numeric=int(train["x_num"].shape[1]),
+        num_numeric=train.num_numeric,
         cardinalities=list(feats_meta["cardinalities"]),
         hidden_sizes=list(tc.hidden_sizes),
         dropout=tc.dropout,
@@ -133,6 +149,9 @@ def build_trainer(
         "world_size": world,
         **{k: getattr(tc, k) for k in IDENTITY_SETTINGS},
     }
+    order = data.data_order(train)
+    if order is not None:  # absent in memory: checkpoints from before streaming still resume
+        identity["data_order"] = order
     ck = Path(checkpoint_dir) if checkpoint_dir else None
     trainer = Trainer(
         tc, model, train, val, device, rank, world, ck, identity, spec.task, target_std=target_std
@@ -171,14 +190,16 @@ def onnx_export(
         return None, {"exported": False, "reason": "train.export_onnx is false"}
     from torchkfp.onnx_export import export_checked
 
-    split = "test" if (Path(features) / "test.pt").is_file() else "validation"
-    data = features_artifact.read_split(features, split)
+    split = "test" if features_artifact.has_split(features, "test") else "validation"
+    rows, x = parity_rows(features, split)
     module = build_model(spec)
     module.load_state_dict(state)
     module.eval()
     result = export_checked(
-        module, spec.task, data["x_num"], data["x_cat"], split=split, label_std=label_std
+        module, spec.task, x["x_num"], x["x_cat"], split=split, label_std=label_std
     )
+    if "parity" in result.info:
+        result.info["parity"]["split_rows"] = rows  # the split's rows, not just those read
     if result.model is None:
         print(f"[train] warning: no ONNX export: {result.info['reason']}", file=sys.stderr)
     else:
@@ -191,6 +212,22 @@ def onnx_export(
         )
         result.info["file"] = model_artifact.ONNX_FILE
     return result.model, result.info
+
+
+def parity_rows(features: str | os.PathLike, split: str) -> tuple[int, dict[str, torch.Tensor]]:
+    """The rows of ``split`` the ONNX parity check compares on, read (and checked) alone from
+    the memory-mapped split: all of a small split, else :data:`~torchkfp.onnx_export.
+    PARITY_MAX_ROWS` evenly spaced rows (every part of a temporal split; the rows
+    ``export_checked`` would pick of the whole split). Returns (the split's rows, the tensors)."""
+    from torchkfp.onnx_export import PARITY_MAX_ROWS
+
+    arrays = features_artifact.open_split(features, split, check=False)
+    n = arrays.rows
+    if n > PARITY_MAX_ROWS:
+        pick = torch.linspace(0, n - 1, PARITY_MAX_ROWS).round().long().numpy()
+        arrays = data.rows_view(arrays, pick)
+    arrays.check()
+    return n, arrays.tensors(int64_codes=True)
 
 
 @record  # a worker's exception reaches the launcher's error message (TORCHELASTIC_ERROR_FILE)
