@@ -90,6 +90,57 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# a pipeline job's state -> its root task's state; a task's state -> its execution's state
+_TASK_STATE = {
+    "PIPELINE_STATE_SUCCEEDED": "SUCCEEDED",
+    "PIPELINE_STATE_FAILED": "FAILED",
+    "PIPELINE_STATE_CANCELLED": "CANCELLED",
+}
+_EXECUTION_STATE = {
+    "SUCCEEDED": "COMPLETE",
+    "SKIPPED": "CACHED",
+    "FAILED": "FAILED",
+    "CANCELLED": "CANCELLED",
+    "PENDING": "NEW",
+}
+
+
+def pipeline_task(
+    name: str,
+    state: str = "SUCCEEDED",
+    outputs: dict[str, str] | None = None,
+    *,
+    artifact_state: str = "LIVE",
+    error: str | None = None,
+) -> dict[str, Any]:
+    """One entry of a pipeline job's ``jobDetail.taskDetails`` as the API returns it (for
+    :meth:`FakeVertex.add_pipeline_job`): the task ``name`` (the task's name in the pipeline
+    spec), its ``state`` (PipelineTaskDetail.State: SUCCEEDED, RUNNING, FAILED, SKIPPED...) and
+    its output artifacts, output name -> gs:// URI (``html_report`` is a system.HTML artifact,
+    others system.Artifact); ``artifact_state``: LIVE, or PENDING while the task still writes
+    them; ``error``: the task's error message."""
+    task: dict[str, Any] = {"taskName": name, "state": state}
+    if outputs:
+        task["outputs"] = {
+            out: {
+                "artifacts": [
+                    {
+                        "displayName": out,
+                        "uri": uri,
+                        "schemaTitle": "system.HTML" if out == "html_report" else "system.Artifact",
+                        "schemaVersion": "0.0.1",
+                        "state": artifact_state,
+                        "metadata": {},
+                    }
+                ]
+            }
+            for out, uri in outputs.items()
+        }
+    if error:
+        task["error"] = {"code": 9, "message": error}
+    return task
+
+
 class ApiError(Exception):
     def __init__(self, code: int, status: str, message: str) -> None:
         super().__init__(message)
@@ -184,6 +235,74 @@ class FakeVertex:
 
     def clear(self) -> None:
         self.requests.clear()
+
+    def add_pipeline_job(
+        self,
+        job_id: str,
+        *,
+        pipeline_name: str,
+        display_name: str | None = None,
+        state: str = "PIPELINE_STATE_SUCCEEDED",
+        create_time: str | None = None,
+        tasks: list[dict[str, Any]] | None = None,
+        project: str = "test-project",
+        location: str = "us-central1",
+    ) -> dict[str, Any]:
+        """A pipeline job as Vertex AI holds one that already ran (put in place, not created
+        through the API), answered by get and list as it is: ``pipeline_name`` is its
+        ``pipelineSpec.pipelineInfo.name``, ``tasks`` its ``jobDetail.taskDetails`` (build them
+        with :func:`pipeline_task`; the pipeline's root task is added first). Returns the job."""
+        loc = f"projects/{project}/locations/{location}"
+        name = f"{loc}/pipelineJobs/{job_id}"
+        created = create_time or _now()
+        ids = itertools.count(1)
+        root = pipeline_task(pipeline_name, _TASK_STATE.get(state, "RUNNING"))
+        details = []
+        for t in [root, *(tasks or [])]:
+            t = json.loads(json.dumps(t))  # a copy the job owns
+            task_id = str(next(ids))
+            t.update(taskId=task_id, createTime=created)
+            if details:  # under the root task
+                t["parentTaskId"] = details[0]["taskId"]
+            t["execution"] = {
+                "name": f"{loc}/metadataStores/default/executions/{job_id}-{task_id}",
+                "displayName": t["taskName"],
+                "state": _EXECUTION_STATE.get(t["state"], "RUNNING"),
+                "schemaTitle": "system.ContainerExecution",
+                "createTime": created,
+                "updateTime": created,
+            }
+            for out, artifacts in (t.get("outputs") or {}).items():
+                for i, a in enumerate(artifacts["artifacts"]):
+                    a.setdefault(
+                        "name",
+                        f"{loc}/metadataStores/default/artifacts/{job_id}-{task_id}-{out}-{i}",
+                    )
+                    a.update(createTime=created, updateTime=created, etag=f"etag-{job_id}")
+            details.append(t)
+        job = {
+            "name": name,
+            "displayName": display_name or pipeline_name,
+            "pipelineSpec": {"pipelineInfo": {"name": pipeline_name}, "schemaVersion": "2.1.0"},
+            "state": state,
+            "createTime": created,
+            "updateTime": created,
+            "startTime": created,
+            "jobDetail": {
+                "pipelineContext": {"name": f"{loc}/metadataStores/default/contexts/{job_id}"},
+                "pipelineRunContext": {
+                    "name": f"{loc}/metadataStores/default/contexts/{job_id}-run"
+                },
+                "taskDetails": details,
+            },
+        }
+        if state in ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED"):
+            job["endTime"] = created
+        with self._lock:
+            self.state.pipeline_jobs[name] = job
+            self.state.job_scripts[name] = [state]
+            self.state.job_errors[name] = None
+        return job
 
     # ---- HTTP plumbing -----------------------------------------------------------------
     def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
