@@ -149,7 +149,9 @@ def test_the_slice_gate_blocks_a_candidate_that_regressed_on_one_carrier(
             "metric": "log_loss",
             "slice_columns": ["carrier", "origin"],
             "slice_min_examples": 200,
-            "slice_tolerance": 0.05,
+            # 0.1: MQ's corrupted labels cost it ~0.7; they also spill a little (~0.06 in one
+            # run) onto 9E, the other regional carrier flying the same planes
+            "slice_tolerance": 0.1,
         }
     )
     r = evaluate_candidate(ec, regressed["candidate"], regressed["dataset"], regressed["champion"])
@@ -166,11 +168,11 @@ def test_the_slice_gate_blocks_a_candidate_that_regressed_on_one_carrier(
     # ... but not on MQ's rows, where its labels were corrupted: that slice blocks
     assert not r.promote
     assert r.blocked_slices() == ["carrier=MQ"]
-    assert mq["candidate"] > mq["champion"] + 0.05 and mq["examples"] >= 200
+    assert mq["candidate"] > mq["champion"] + 0.1 and mq["examples"] >= 200
     assert ua["candidate"] < ua["champion"]  # where the champion's data was corrupted
     [reason] = [x for x in r.reasons if x.startswith("slice ")]
     assert reason.startswith(f"slice carrier=MQ ({mq['examples']} test rows): log_loss ")
-    assert "more than slice_tolerance 0.05 (lower is better)" in reason
+    assert "more than slice_tolerance 0.1 (lower is better)" in reason
     # the JSON report and the HTML page say which slice blocked
     saved = json.loads(Path(r.save(tmp_path / "report.json")).read_text())
     assert saved["promote"] is False and reason in saved["reasons"]

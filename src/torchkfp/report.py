@@ -263,13 +263,8 @@ def scatter(
 # ---- curves -----------------------------------------------------------------------------------
 def precision_recall(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(recall, precision) at each distinct score, highest threshold first."""
-    y = np.asarray(y, dtype=np.float64)
-    order = np.argsort(-p, kind="mergesort")
-    ys, ps = y[order], p[order]
-    idx = np.r_[np.where(np.diff(ps))[0], ys.size - 1]
-    tps = np.cumsum(ys)[idx]
-    predicted = idx + 1
-    pos = ys.sum()
+    tps, predicted, _ = metrics.ranked_counts(y, p)
+    pos = tps[-1] if tps.size else 0.0
     recall = tps / pos if pos else np.zeros_like(tps)
     precision = tps / predicted
     return recall, precision

@@ -43,9 +43,11 @@ CHECK_ROWS = 1 << 20
 
 class SplitWriter:
     """Fills one split's arrays in order, chunk by chunk (:meth:`write`), for a row count known
-    up front; :meth:`close` checks every row was written. The files are only valid once the
-    artifact is committed (the ``_SUCCESS`` marker), so a failure midway leaves nothing that
-    passes for a result."""
+    up front: each ``.npy`` file gets its header (the final shape) first, then every chunk is
+    appended with a plain file write, so what was written does not stay in the writer's
+    memory (no mapping). :meth:`close` checks every row was written. The files are only valid
+    once the artifact is committed (the ``_SUCCESS`` marker), so a failure midway leaves
+    nothing that passes for a result."""
 
     def __init__(
         self, out: Path, split: str, rows: int, num_width: int, cat_width: int, y_dtype: Any
@@ -54,13 +56,17 @@ class SplitWriter:
         self.dir.mkdir()
         self.split, self.rows, self.pos = split, rows, 0
         shapes = {"x_num": (rows, num_width), "x_cat": (rows, cat_width), "y": (rows,)}
-        dtypes = {"x_num": np.float32, "x_cat": np.int32, "y": np.dtype(y_dtype)}
-        self.arrays = {
-            name: np.lib.format.open_memmap(
-                self.dir / f"{name}.npy", mode="w+", dtype=dtypes[name], shape=shapes[name]
-            )
-            for name in ARRAYS
+        self.dtypes = {
+            "x_num": np.dtype(np.float32),
+            "x_cat": np.dtype(np.int32),
+            "y": np.dtype(y_dtype),
         }
+        self.files = {}
+        for name in ARRAYS:
+            f = open(self.dir / f"{name}.npy", "wb")  # noqa: SIM115 (closed in close())
+            header = {"descr": self.dtypes[name].str, "fortran_order": False, "shape": shapes[name]}
+            np.lib.format.write_array_header_2_0(f, header)
+            self.files[name] = f
 
     def write(self, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray) -> None:
         n = len(y)
@@ -69,16 +75,14 @@ class SplitWriter:
                 f"the {self.split} split has more rows than the dataset's metadata.json says "
                 f"({self.rows}); rerun ingestion"
             )
-        end = self.pos + n
-        self.arrays["x_num"][self.pos : end] = x_num
-        self.arrays["x_cat"][self.pos : end] = x_cat
-        self.arrays["y"][self.pos : end] = y
-        self.pos = end
+        for name, a in (("x_num", x_num), ("x_cat", x_cat), ("y", y)):
+            self.files[name].write(np.ascontiguousarray(a, dtype=self.dtypes[name]).data)
+        self.pos += n
 
     def close(self) -> None:
-        for a in self.arrays.values():
-            a.flush()
-        self.arrays = {}
+        for f in self.files.values():
+            f.close()
+        self.files = {}
         if self.pos != self.rows:
             raise ArtifactError(
                 f"the {self.split} split has {self.pos} rows, the dataset's metadata.json says "
