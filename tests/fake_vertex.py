@@ -12,7 +12,8 @@ transitions), schedules (create, list, get, pause, resume, delete), models (uplo
 ``ID@alias`` / ``ID@version`` lookups, mergeVersionAliases) and endpoints (list, create, get,
 patch with an update mask, deployModel, undeployModel; the endpoint keeps its ``deployedModels``
 (each with the ``modelVersionId`` it serves) and ``trafficSplit`` up to date) and
-hyperparameter tuning jobs (create, get: the job stays pending). Every answer is a
+hyperparameter tuning jobs (create, get: the job stays pending; ``add_tuning_job`` puts a
+job with trials in place, its state scripted over successive GETs). Every answer is a
 well-formed resource (the SDK parses replies into protobuf messages and reads their fields);
 long-running operations come back already done, or already failed.
 """
@@ -72,6 +73,7 @@ class _State:
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     tuning_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuning_scripts: dict[str, list[str]] = field(default_factory=dict)
 
 
 # google.rpc.Code name -> (its number, the HTTP status the REST API answers with)
@@ -139,6 +141,49 @@ def pipeline_task(
     if error:
         task["error"] = {"code": 9, "message": error}
     return task
+
+
+_TUNING_RUNNING = (
+    "JOB_STATE_QUEUED",
+    "JOB_STATE_PENDING",
+    "JOB_STATE_RUNNING",
+    "JOB_STATE_CANCELLING",
+    "JOB_STATE_PAUSED",
+    "JOB_STATE_UPDATING",
+)
+
+
+def tuning_trial(
+    trial_id: str | int,
+    params: dict[str, Any],
+    value: float | None = None,
+    *,
+    metric: str = "roc_auc",
+    state: str = "SUCCEEDED",
+    infeasible_reason: str | None = None,
+) -> dict[str, Any]:
+    """One entry of a hyperparameter tuning job's ``trials`` as the API returns it (for
+    :meth:`FakeVertex.add_tuning_job`): ``params`` parameter id -> value as Vertex AI sends it
+    (a JSON number for double, integer and discrete parameters, a string for categorical
+    ones); ``value``: the final measurement of ``metric`` (None: no final measurement);
+    ``state``: Trial.State (SUCCEEDED, INFEASIBLE for a failed trial, ACTIVE...)."""
+    now = _now()
+    trial: dict[str, Any] = {
+        "id": str(trial_id),
+        "state": state,
+        "parameters": [{"parameterId": k, "value": v} for k, v in params.items()],
+        "startTime": now,
+    }
+    if state in ("SUCCEEDED", "INFEASIBLE"):
+        trial["endTime"] = now
+    if value is not None:
+        trial["finalMeasurement"] = {
+            "stepCount": "3",
+            "metrics": [{"metricId": metric, "value": value}],
+        }
+    if infeasible_reason:
+        trial["infeasibleReason"] = infeasible_reason
+    return trial
 
 
 class ApiError(Exception):
@@ -304,6 +349,71 @@ class FakeVertex:
             self.state.job_errors[name] = None
         return job
 
+    def add_tuning_job(
+        self,
+        job_id: str,
+        *,
+        trials: list[dict[str, Any]],
+        metric: str = "roc_auc",
+        goal: str = "MAXIMIZE",
+        state: str = "JOB_STATE_SUCCEEDED",
+        states: list[str] | None = None,
+        parameters: list[dict[str, Any]] | None = None,
+        trial_args: list[str] | None = None,
+        error: dict[str, Any] | None = None,
+        display_name: str = "flights-delay-tune",
+        project: str = "test-project",
+        location: str = "us-central1",
+    ) -> dict[str, Any]:
+        """A hyperparameter tuning job as Vertex AI holds one that already ran (put in place,
+        not created through the API), answered by get: its ``studySpec`` optimizes ``metric``
+        toward ``goal`` (MAXIMIZE or MINIMIZE) over ``parameters`` (``studySpec.parameters``,
+        e.g. the request body of ``torchkfp tune --vertex``); ``trials`` (build them with
+        :func:`tuning_trial`); ``trial_args``: the trials' container args (where ``torchkfp``
+        puts ``--train-settings=JSON``); ``error``: a google.rpc.Status dict, for a FAILED job.
+        ``states``: the states successive GETs return (the last one repeats) instead of
+        ``state``. Returns the job."""
+        name = f"projects/{project}/locations/{location}/hyperparameterTuningJobs/{job_id}"
+        now = _now()
+        first = (states or [state])[0]
+        job: dict[str, Any] = {
+            "name": name,
+            "displayName": display_name,
+            "studySpec": {
+                "metrics": [{"metricId": metric, "goal": goal}],
+                "parameters": list(parameters or []),
+            },
+            "maxTrialCount": max(len(trials), 1),
+            "parallelTrialCount": 1,
+            "trialJobSpec": {
+                "workerPoolSpecs": [
+                    {
+                        "machineSpec": {"machineType": "n1-standard-4"},
+                        "replicaCount": "1",
+                        "containerSpec": {
+                            "imageUri": "us-docker.pkg.dev/p/r/torchkfp-train:1",
+                            "command": ["python", "-m", "torchkfp.vertex.tune_trial"],
+                            "args": list(trial_args or []),
+                        },
+                    }
+                ]
+            },
+            "trials": json.loads(json.dumps(trials)),  # a copy the job owns
+            "state": first,
+            "createTime": now,
+            "updateTime": now,
+            "startTime": now,
+        }
+        if first not in _TUNING_RUNNING:
+            job["endTime"] = now
+        if error:
+            job["error"] = error
+        with self._lock:
+            self.state.tuning_jobs[name] = job
+            if states:
+                self.state.tuning_scripts[name] = list(states)
+        return job
+
     # ---- HTTP plumbing -----------------------------------------------------------------
     def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
         url = urlsplit(h.path)
@@ -422,7 +532,14 @@ class FakeVertex:
         name = f"{loc}/hyperparameterTuningJobs/{id}"
         if name not in self.state.tuning_jobs:
             raise ApiError(404, "NOT_FOUND", f"hyperparameter tuning job {name} not found")
-        return self.state.tuning_jobs[name]
+        job = self.state.tuning_jobs[name]
+        states = self.state.tuning_scripts.get(name)
+        if states:  # only jobs put in place by add_tuning_job(states=...) change
+            job["state"] = states.pop(0) if len(states) > 1 else states[0]
+            job["updateTime"] = _now()
+            if job["state"] not in _TUNING_RUNNING:
+                job.setdefault("endTime", _now())
+        return job
 
     # ---- pipeline jobs -----------------------------------------------------------------
     def _create_pipeline_job(self, r: Request, loc: str) -> dict:

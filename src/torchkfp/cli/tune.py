@@ -1,6 +1,8 @@
 """``torchkfp tune``: a hyperparameter search over the ``train`` settings (Optuna, locally), on
 the preprocessed features of the latest local run (or of given folders), scored on the
-validation split with the gate's metric. See :mod:`torchkfp.tuning`."""
+validation split with the gate's metric. See :mod:`torchkfp.tuning`. ``--vertex`` submits the
+search as a Vertex AI tuning job, ``--vertex-result JOB`` reads its best trial back
+(:mod:`torchkfp.vertex.tuning`)."""
 
 from __future__ import annotations
 
@@ -135,6 +137,26 @@ def tune_cmd(
         help="Also write this config file: the loaded config with the best train settings "
         "(`torchkfp run -c FILE` trains with them).",
     ),
+    vertex_result: str = typer.Option(
+        None,
+        "--vertex-result",
+        metavar="JOB",
+        help="Read a Vertex AI tuning job back instead of searching (JOB: its id or resource "
+        "name, as `tune --vertex` prints it): the best SUCCEEDED trial's settings, with "
+        "--apply written into a config (config: the one the job was submitted with).",
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="--vertex-result: wait for the job to end (else exit 1 if it runs)."
+    ),
+    poll_interval: float = typer.Option(
+        60.0, "--poll-interval", min=0.0, help="--wait: seconds between state checks."
+    ),
+    timeout: float = typer.Option(
+        86400.0,
+        "--timeout",
+        min=0.0,
+        help="--wait: give up (exit 1) after this many seconds; the job keeps running.",
+    ),
 ) -> None:
     """Search train settings (Optuna TPE, seeded) for the best validation metric of the gate.
 
@@ -143,12 +165,40 @@ def tune_cmd(
     Examples:\n
       torchkfp tune --trials 6 --parallel 2 --epochs 3\n
       torchkfp tune --run .runs/run-20261127-231140-6eccba --apply configs/tuned.yaml\n
-      torchkfp run -c configs/tuned.yaml
+      torchkfp run -c configs/tuned.yaml\n
+      torchkfp tune --vertex-result JOB -c configs/vertex.yaml --wait --apply tuned.yaml
     """
     from torchkfp.config import ConfigError
     from torchkfp.config.tune import TuneConfig
     from torchkfp.errors import USER_ERRORS
 
+    if vertex_result is not None:
+        extra = {
+            "--vertex": vertex,
+            "--dry-run": dry_run,
+            "--trials": trials is not None,
+            "--parallel": parallel is not None,
+            "--epochs": epochs is not None,
+            "--run": run is not None,
+            "--features": features is not None,
+            "--transform": transform is not None,
+            "--dataset": dataset is not None,
+            "--out": out is not None,
+        }
+        given_extra = [k for k, v in extra.items() if v]
+        if given_extra:
+            fail(
+                f"--vertex-result reads a finished job: {', '.join(given_extra)} do(es) not go "
+                "with it (the job's trials, space and inputs are already fixed)"
+            )
+        cfg = load_vertex_config(config, set_)
+        _vertex_result(cfg, vertex_result, wait, poll_interval, timeout, apply)
+        return
+    if wait:
+        fail(
+            "--wait goes with --vertex-result: `torchkfp tune --vertex-result JOB --wait` "
+            "follows a submitted job"
+        )
     cfg = load_vertex_config(config, set_) if vertex else load_config(config, set_)
     tcfg = getattr(cfg, "tune", None) or TuneConfig()
     updates = {"n_trials": trials, "parallel_trials": parallel, "epochs": epochs}
@@ -264,6 +314,66 @@ def _vertex(cfg: Any, tcfg: Any, inputs: dict[str, str], dry_run: bool) -> None:
             default=str,
         )
     )
+
+
+def _vertex_result(
+    cfg: Any, job: str, wait: bool, poll_interval: float, timeout: float, apply: str | None
+) -> None:
+    """Read a Vertex AI tuning job back (waiting if asked), write the applied config when
+    ``apply``; print one JSON line."""
+    from torchkfp.cli._vertex import call
+    from torchkfp.config import ConfigError
+    from torchkfp.config.tune import TuneConfig
+    from torchkfp.tuning import set_args
+
+    tcfg = getattr(cfg, "tune", None) or TuneConfig()
+
+    def show(state: str) -> None:
+        typer.echo(f"state: {state}", err=True)
+
+    def read() -> Any:
+        from torchkfp.vertex.tuning import tuning_job_result
+
+        return tuning_job_result(
+            cfg,
+            tcfg,
+            job,
+            wait=wait,
+            poll_interval=poll_interval,
+            timeout=timeout,
+            on_state=show,
+        )
+
+    r = call(read)
+    applied = None
+    if apply:
+        try:
+            applied = write_applied(cfg, r.best_settings, Path(apply))
+        except ConfigError as e:
+            fail(f"tune --vertex-result {r.job}: {e}", 2)
+        except OSError as e:
+            fail(f"tune --vertex-result: writing {apply}: {e.strerror or e}", 1)
+    result = {
+        "job": r.job,
+        "display_name": r.display_name,
+        "state": r.state,
+        "metric": r.metric,
+        "direction": r.direction,
+        "best_trial": r.best_trial,
+        "best_value": r.best_value,
+        "best_params": r.best_params,
+        "best_settings": r.best_settings,
+        "set": set_args(r.best_settings),
+        "trials": [
+            {"id": t.id, "state": t.state, "value": t.value}
+            | ({"error": t.error} if t.error else {})
+            for t in r.trials
+        ],
+        "succeeded": sum(t.state == "SUCCEEDED" for t in r.trials),
+        "applied_config": applied,
+        "notes": r.notes,
+    }
+    typer.echo(json.dumps(result, default=str))
 
 
 def write_applied(cfg: Any, settings: dict[str, Any], path: Path) -> str:
