@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from torchkfp import metrics
 from torchkfp import report as html_report
@@ -650,24 +649,6 @@ class _ModelStream:
         return scores_from(self.p, y, pred, threshold)
 
 
-def _split_layout(dataset_dir: str | os.PathLike, split: str) -> tuple[pa.Schema, int]:
-    """The split's schema (its first shard's) and rows (every shard's footer)."""
-    schema, rows = None, 0
-    for f in dataset_artifact.split_files(dataset_dir, split):
-        try:
-            pf = pq.ParquetFile(f)
-        except (pa.ArrowException, OSError) as e:
-            line = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ArtifactError(
-                f"dataset {str(dataset_dir)!r}: {split}/{f.name} cannot be read as Parquet "
-                f"({type(e).__name__}: {line}); rerun ingestion"
-            ) from None
-        schema = schema or pf.schema_arrow
-        rows += pf.metadata.num_rows
-    assert schema is not None  # split_files: at least one shard
-    return schema, rows
-
-
 def _lacking(p: Predictor, columns: list[str]) -> KeyError | None:
     """The KeyError scoring rows without ``p``'s features or label raises (what
     :func:`score` raises on such rows), or None when ``columns`` has them all."""
@@ -702,7 +683,7 @@ def stream_scores(
     needs missing: the KeyError :func:`score` raises) has its error in its place."""
     from torchkfp import predictor as predictor_module
 
-    schema, rows = _split_layout(dataset_dir, split)
+    schema, rows = dataset_artifact.split_layout(dataset_dir, split)
     slice_cols = check_slice_columns(list(slice_columns), schema.names)
     results: list[dict[str, Any] | Exception | None] = [None] * len(models)
     streams: list[_ModelStream] = []

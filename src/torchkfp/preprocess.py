@@ -23,14 +23,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from torchkfp import artifacts
 from torchkfp.artifacts import dataset as dataset_artifact
 from torchkfp.artifacts import features as features_artifact
 from torchkfp.artifacts import transform as transform_artifact
 from torchkfp.config import DataConfig, PreprocessConfig
-from torchkfp.errors import ArtifactError, DataValidationError
+from torchkfp.errors import DataValidationError
 from torchkfp.labels import TargetFit
 from torchkfp.transform import FittedTransform, TransformFit
 
@@ -48,25 +47,15 @@ class PreprocessResult:
 
 
 def _split_rows(dataset_dir: str | os.PathLike, split: str, columns: list[str]) -> int:
-    """The rows of one split, from the shards' Parquet footers, after checking every shard
-    has ``columns``."""
-    rows = 0
-    for f in dataset_artifact.split_files(dataset_dir, split):
-        try:
-            meta = pq.ParquetFile(f)
-        except Exception as e:  # not Parquet, truncated
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ArtifactError(
-                f"dataset {str(dataset_dir)!r}: {split}/{f.name} cannot be read as Parquet "
-                f"({type(e).__name__}: {first}); rerun ingestion"
-            ) from None
-        missing = [c for c in columns if c not in meta.schema_arrow.names]
-        if missing:
-            raise DataValidationError(
-                f"dataset {str(dataset_dir)!r} lacks column(s) {missing}; "
-                "re-run ingestion or fix data.*_features/label in the config"
-            )
-        rows += meta.metadata.num_rows
+    """The rows of one split, from the shards' Parquet footers, after checking it has
+    ``columns``."""
+    schema, rows = dataset_artifact.split_layout(dataset_dir, split)
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise DataValidationError(
+            f"dataset {str(dataset_dir)!r} lacks column(s) {missing}; "
+            "re-run ingestion or fix data.*_features/label in the config"
+        )
     return rows
 
 

@@ -151,21 +151,9 @@ class SplitRows:
 def validation_rows(dataset_dir: str | os.PathLike) -> SplitRows:
     """The validation split of a Dataset artifact to score on (its row count from the shards'
     Parquet footers); ArtifactError when it has no rows."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from torchkfp.artifacts import dataset as dataset_artifact
 
-    rows = 0
-    for f in dataset_artifact.split_files(dataset_dir, "validation"):
-        try:
-            rows += pq.ParquetFile(f).metadata.num_rows
-        except (pa.ArrowException, OSError) as e:
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ArtifactError(
-                f"dataset {str(dataset_dir)!r}: validation/{f.name} cannot be read as Parquet "
-                f"({type(e).__name__}: {first}); rerun ingestion"
-            ) from None
+    _, rows = dataset_artifact.split_layout(dataset_dir, "validation")
     if rows == 0:
         raise ArtifactError(
             f"dataset {str(dataset_dir)!r} has no validation rows: tuning scores on them; "

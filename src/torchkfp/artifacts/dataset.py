@@ -136,11 +136,7 @@ def read_split(path: str | os.PathLike, split: str, columns: list[str] | None = 
         try:
             tables.append(pq.read_table(f, columns=columns))
         except (pa.ArrowException, OSError) as e:
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ArtifactError(
-                f"dataset {str(path)!r}: {split}/{f.name} cannot be read as Parquet "
-                f"({type(e).__name__}: {first}); rerun ingestion"
-            ) from None
+            raise _unreadable(path, split, f, e) from None
     try:
         return pa.concat_tables(tables)
     except pa.ArrowException as e:
@@ -148,6 +144,29 @@ def read_split(path: str | os.PathLike, split: str, columns: list[str] | None = 
             f"dataset {str(path)!r}: the {split} shards have different schemas ({e}); rerun "
             "ingestion"
         ) from None
+
+
+def _unreadable(path: str | os.PathLike, split: str, f: Path, e: Exception) -> ArtifactError:
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return ArtifactError(
+        f"dataset {str(path)!r}: {split}/{f.name} cannot be read as Parquet "
+        f"({type(e).__name__}: {first}); rerun ingestion"
+    )
+
+
+def split_layout(path: str | os.PathLike, split: str) -> tuple[pa.Schema, int]:
+    """One split's schema (its first shard's) and rows (every shard's Parquet footer), without
+    reading any row; a shard that is not readable Parquet is an ArtifactError naming it."""
+    schema, rows = None, 0
+    for f in split_files(path, split):
+        try:
+            pf = pq.ParquetFile(f)
+        except (pa.ArrowException, OSError) as e:
+            raise _unreadable(path, split, f, e) from None
+        schema = schema or pf.schema_arrow
+        rows += pf.metadata.num_rows
+    assert schema is not None  # split_files: at least one shard
+    return schema, rows
 
 
 def split_files(path: str | os.PathLike, split: str) -> list[Path]:
@@ -179,8 +198,4 @@ def iter_split(
                 )
             yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
         except (pa.ArrowException, OSError) as e:
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ArtifactError(
-                f"dataset {str(path)!r}: {split}/{f.name} cannot be read as Parquet "
-                f"({type(e).__name__}: {first}); rerun ingestion"
-            ) from None
+            raise _unreadable(path, split, f, e) from None
