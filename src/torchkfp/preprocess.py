@@ -109,18 +109,17 @@ def preprocess(
     unknown: dict[str, dict[str, float]] = {}
     y_dtype = np.int64 if tf.task == "multiclass" else np.float32
     for split in dataset_artifact.SPLITS:
-        writer = features_artifact.SplitWriter(
-            fdir, split, rows[split], tf.num_numeric_inputs, len(tf.vocab), y_dtype
-        )
         stats = _LabelStats(tf)
         unknown_rows = np.zeros(len(tf.vocab), dtype=np.int64)
-        for df in _chunks(dataset_dir, split, columns):
-            yy = tf.labels(df, split)  # checks the split's labels
-            arrays = tf.transform(df)
-            writer.write(arrays["x_num"], arrays["x_cat"].astype(np.int32), yy)
-            unknown_rows += (arrays["x_cat"] == 0).sum(axis=0)
-            stats.add(yy)
-        writer.close()
+        with features_artifact.SplitWriter(
+            fdir, split, rows[split], tf.num_numeric_inputs, len(tf.vocab), y_dtype
+        ) as writer:
+            for df in _chunks(dataset_dir, split, columns):
+                yy = tf.labels(df, split)  # checks the split's labels
+                arrays = tf.transform(df)
+                writer.write(arrays["x_num"], arrays["x_cat"].astype(np.int32), yy)
+                unknown_rows += (arrays["x_cat"] == 0).sum(axis=0)
+                stats.add(yy)
         unknown[split] = {
             name: float(unknown_rows[i] / rows[split]) if rows[split] else 0.0
             for i, name in enumerate(tf.categorical_features)

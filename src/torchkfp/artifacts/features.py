@@ -63,7 +63,7 @@ class SplitWriter:
         }
         self.files = {}
         for name in ARRAYS:
-            f = open(self.dir / f"{name}.npy", "wb")  # noqa: SIM115 (closed in close())
+            f = open(self.dir / f"{name}.npy", "wb")  # noqa: SIM115 (closed on exit / close())
             header = {"descr": self.dtypes[name].str, "fortran_order": False, "shape": shapes[name]}
             np.lib.format.write_array_header_2_0(f, header)
             self.files[name] = f
@@ -79,10 +79,23 @@ class SplitWriter:
             self.files[name].write(np.ascontiguousarray(a, dtype=self.dtypes[name]).data)
         self.pos += n
 
-    def close(self) -> None:
+    def __enter__(self) -> SplitWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Closes the files; checks the row count only when no error is on its way."""
+        if exc_type is None:
+            self.close()
+        else:
+            self._close_files()
+
+    def _close_files(self) -> None:
         for f in self.files.values():
             f.close()
         self.files = {}
+
+    def close(self) -> None:
+        self._close_files()
         if self.pos != self.rows:
             raise ArtifactError(
                 f"the {self.split} split has {self.pos} rows, the dataset's metadata.json says "
@@ -92,9 +105,8 @@ class SplitWriter:
 
 def write_split(out: Path, split: str, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray) -> None:
     """One split's arrays, written at once (:class:`SplitWriter` for chunks)."""
-    w = SplitWriter(out, split, len(y), x_num.shape[1], x_cat.shape[1], y.dtype)
-    w.write(x_num, x_cat, y)
-    w.close()
+    with SplitWriter(out, split, len(y), x_num.shape[1], x_cat.shape[1], y.dtype) as w:
+        w.write(x_num, x_cat, y)
 
 
 @dataclass
