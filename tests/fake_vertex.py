@@ -12,8 +12,9 @@ transitions), schedules (create, list, get, pause, resume, delete), models (uplo
 ``ID@alias`` / ``ID@version`` lookups, mergeVersionAliases) and endpoints (list, create, get,
 patch with an update mask, deployModel, undeployModel; the endpoint keeps its ``deployedModels``
 (each with the ``modelVersionId`` it serves) and ``trafficSplit`` up to date) and
-hyperparameter tuning jobs (create, get: the job stays pending; ``add_tuning_job`` puts a
-job with trials in place, its state scripted over successive GETs). Every answer is a
+hyperparameter tuning jobs (create, get: the job stays pending unless
+``script_tuning_job`` scripts its states and trials; ``add_tuning_job`` puts a job with trials
+in place, its state scripted over successive GETs). Every answer is a
 well-formed resource (the SDK parses replies into protobuf messages and reads their fields);
 long-running operations come back already done, or already failed.
 """
@@ -25,6 +26,7 @@ import itertools
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -74,6 +76,15 @@ class _State:
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)
     tuning_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     tuning_scripts: dict[str, list[str]] = field(default_factory=dict)
+    tuning_pending_trials: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    tuning_errors: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+@dataclass
+class _TuningScript:
+    states: list[str]
+    trials: list[dict[str, Any]] | Callable[[dict[str, Any]], list[dict[str, Any]]] | None
+    error: dict[str, Any] | None
 
 
 # google.rpc.Code name -> (its number, the HTTP status the REST API answers with)
@@ -204,6 +215,7 @@ class FakeVertex:
         self.requests: list[Request] = []
         self.state = _State()
         self._scripts: list[_PipelineScript] = []
+        self._tuning_scripts: list[_TuningScript] = []
         self._deploy_failures: list[_Failure] = []
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
@@ -260,6 +272,21 @@ class FakeVertex:
         """States returned by successive GETs of the next created pipeline job (the last one
         repeats); ``error`` (a google.rpc.Status dict) is attached once a state is FAILED."""
         self._scripts.append(_PipelineScript(list(states), error))
+
+    def script_tuning_job(
+        self,
+        states: list[str],
+        trials: list[dict[str, Any]]
+        | Callable[[dict[str, Any]], list[dict[str, Any]]]
+        | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """States returned by successive GETs of the next *created* hyperparameter tuning job
+        (the last one repeats; the create itself answers JOB_STATE_PENDING). ``trials`` (build
+        them with :func:`tuning_trial`, or a function of the created job's request body, e.g.
+        to draw values from its ``studySpec.parameters``) appear on the job once a GET finds it
+        past QUEUED/PENDING; ``error`` (a google.rpc.Status dict) once a state is FAILED."""
+        self._tuning_scripts.append(_TuningScript(list(states), trials, error))
 
     def fail_next_deploy(
         self,
@@ -526,6 +553,16 @@ class FakeVertex:
         name = f"{loc}/hyperparameterTuningJobs/{self._new_id()}"
         body.update(name=name, state="JOB_STATE_PENDING", createTime=_now(), updateTime=_now())
         self.state.tuning_jobs[name] = body
+        if self._tuning_scripts:
+            script = self._tuning_scripts.pop(0)
+            self.state.tuning_scripts[name] = script.states
+            trials = (
+                script.trials(json.loads(json.dumps(body)))
+                if callable(script.trials)
+                else script.trials
+            )
+            self.state.tuning_pending_trials[name] = json.loads(json.dumps(trials or []))
+            self.state.tuning_errors[name] = script.error
         return body
 
     def _get_tuning_job(self, r: Request, loc: str, id: str) -> dict:
@@ -539,6 +576,11 @@ class FakeVertex:
             job["updateTime"] = _now()
             if job["state"] not in _TUNING_RUNNING:
                 job.setdefault("endTime", _now())
+            if job["state"] not in ("JOB_STATE_QUEUED", "JOB_STATE_PENDING"):
+                if name in self.state.tuning_pending_trials:  # scripted: trials once started
+                    job["trials"] = self.state.tuning_pending_trials.pop(name)
+            if job["state"] == "JOB_STATE_FAILED" and self.state.tuning_errors.get(name):
+                job["error"] = self.state.tuning_errors[name]
         return job
 
     # ---- pipeline jobs -----------------------------------------------------------------

@@ -1,12 +1,16 @@
 """``torchkfp tune --vertex-result JOB``: a Vertex AI hyperparameter tuning job read back through
 the real aiplatform SDK (REST transport) from tests/fake_vertex.py: the best SUCCEEDED trial per
 the study's goal, its values decoded back into ``train`` settings (the inverse of
-``parameter_specs``), the applied config, ``--wait`` and the errors."""
+``parameter_specs``), the applied config, ``--wait`` and the errors. ``torchkfp tune --vertex
+--wait``: submit, then follow the job just created the same way, in one command."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -149,7 +153,9 @@ def test_usage_errors():
     res = CliRunner().invoke(app, ["tune", "--vertex-result", "123", "--vertex"])
     assert res.exit_code == 2 and "--vertex do(es) not go with it" in res.output
     res = CliRunner().invoke(app, ["tune", "--wait"])
-    assert res.exit_code == 2 and "--wait goes with --vertex-result" in res.output
+    assert res.exit_code == 2
+    assert "--wait goes with --vertex (submit the search and follow it" in res.output
+    assert "or with --vertex-result JOB" in res.output
 
 
 # ---- through the SDK and the fake Vertex AI server ------------------------------------------
@@ -458,3 +464,222 @@ def test_a_malformed_job_name_sends_nothing(fake, tmp_path):
     )
     assert res.exit_code == 2 and "give a hyperparameter tuning job id" in res.output
     assert fake.requests == []
+
+
+# ---- tune --vertex --wait: submit, then follow the job it created --------------------------
+
+CREATED = re.compile(r"submitted hyperparameter tuning job (\S+) \(JOB_STATE_PENDING\)")
+
+
+def _submit_args(cfg_file: str, *more: str) -> list[str]:
+    args = ["tune", "--vertex", "-c", cfg_file, "--epochs", "3"]
+    for k, v in GS_INPUTS.items():
+        args += [f"--{k}", v]
+    return args + list(more)
+
+
+def _created_trials(values: list[float | None]):
+    """Trials for the next created job, drawn from the study parameters it was created with."""
+    return lambda body: _trials(body["studySpec"]["parameters"], values)
+
+
+@pytest.mark.integration
+def test_vertex_wait_submits_follows_and_applies(fake, tmp_path):
+    cfg_file = _vertex_config(tmp_path)
+    values = [0.70, None, 0.74, 0.66]  # trial 2 failed; trial 3 is the best (MAXIMIZE roc_auc)
+    fake.script_tuning_job(
+        ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"],
+        trials=_created_trials(values),
+    )
+    out_file = tmp_path / "tuned" / "tuned.yaml"
+    res = CliRunner().invoke(
+        _app(),
+        _submit_args(cfg_file, "--wait", "--poll-interval", "0", "--apply", str(out_file)),
+    )
+    assert res.exit_code == 0, res.output
+    (create,) = fake.find("POST", r"/hyperparameterTuningJobs$")
+    m = CREATED.search(res.stderr)
+    assert m, res.stderr
+    job = m.group(1)
+    assert job.startswith(f"projects/{PROJECT}/locations/{LOCATION}/hyperparameterTuningJobs/")
+    # the job's name comes right after the submission, before any state, with the command
+    # that picks it up again
+    resume = f"torchkfp tune --vertex-result {job} -c {cfg_file} --wait --apply {out_file}"
+    assert resume in res.stderr
+    states = [ln for ln in res.stderr.splitlines() if ln.startswith("state: ")]
+    assert states == [
+        "state: JOB_STATE_PENDING",
+        "state: JOB_STATE_RUNNING",
+        "state: JOB_STATE_SUCCEEDED",
+    ]
+    assert res.stderr.index(m.group(0)) < res.stderr.index("state: JOB_STATE_PENDING")
+    # one create, then GETs of that job only (one per poll)
+    job_id = job.rsplit("/", 1)[1]
+    assert fake.requests[0] is create
+    assert [repr(r) for r in fake.requests[1:]] == [
+        f"GET /v1/{job}",
+        f"GET /v1/{job}",
+        f"GET /v1/{job}",
+    ], fake.requests
+    assert fake.find("GET", rf"/hyperparameterTuningJobs/{job_id}$")
+
+    # stdout: one JSON line, the result as --vertex-result prints it
+    (line_text,) = res.stdout.strip().splitlines()
+    line = json.loads(line_text)
+    assert line["job"] == job and line["state"] == "JOB_STATE_SUCCEEDED"
+    assert line["best_trial"] == "3" and line["best_value"] == 0.74
+    assert [t["state"] for t in line["trials"]] == [
+        "SUCCEEDED",
+        "INFEASIBLE",
+        "SUCCEEDED",
+        "SUCCEEDED",
+    ]
+    drawn = _draw(create.body["studySpec"]["parameters"], 2)
+    space = TuneConfig().search_space()
+    assert set(line["best_params"]) == set(drawn) == set(space)
+    for name, value in line["best_params"].items():
+        if name == "hidden_sizes":
+            assert json.dumps(value) == drawn[name]
+        else:
+            assert value == drawn[name]
+    assert line["best_settings"]["epochs"] == 3
+    assert line["best_settings"]["tuning"] == f"{job}#trial-3"
+
+    # the applied config: the best trial's settings, train.tuning = <job>#trial-<id>
+    assert line["applied_config"] == str(out_file.resolve())
+    tuned = Config.load(out_file, resolve_paths=False)
+    for name, value in line["best_params"].items():
+        assert getattr(tuned.train, name) == value
+    assert tuned.train.epochs == 3 and tuned.train.tuning == f"{job}#trial-3"
+    assert tuned.vertex.project == PROJECT
+
+    # exactly what following the same job with --vertex-result gives
+    again = tmp_path / "again.yaml"
+    res2 = CliRunner().invoke(
+        _app(),
+        ["tune", "--vertex-result", job, "-c", cfg_file, "--wait", "--apply", str(again)],
+    )
+    assert res2.exit_code == 0, res2.output
+    line2 = _last_json(res2)
+    assert {**line2, "applied_config": None} == {**line, "applied_config": None}
+    assert again.read_text() == out_file.read_text()
+
+
+@pytest.mark.integration
+def test_vertex_wait_on_a_job_that_fails(fake, tmp_path):
+    cfg_file = _vertex_config(tmp_path)
+    fake.script_tuning_job(
+        ["JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_FAILED"],
+        trials=_created_trials([None, None]),
+        error={"code": 13, "message": "Trials failed: 2 of 2"},
+    )
+    out_file = tmp_path / "tuned.yaml"
+    res = CliRunner().invoke(
+        _app(),
+        _submit_args(cfg_file, "--wait", "--poll-interval", "0", "--apply", str(out_file)),
+    )
+    assert res.exit_code == 1, res.output
+    job = CREATED.search(res.stderr).group(1)
+    (err,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert f"hyperparameter tuning job {job} ended JOB_STATE_FAILED: Trials failed: 2 of 2" in err
+    assert "(0 of 2 trial(s) succeeded)" in err and "submit the search again" in err
+    assert "state: JOB_STATE_FAILED" in res.stderr
+    assert res.stdout.strip() == ""  # no result line
+    assert not out_file.exists() and not list(tmp_path.glob(".tuned.yaml*"))
+
+
+@pytest.mark.integration
+def test_vertex_wait_timeout_says_how_to_pick_the_job_up(fake, tmp_path):
+    folder = tmp_path / "my configs"  # a space: the printed command must quote it
+    folder.mkdir()
+    cfg_file = _vertex_config(folder)
+    fake.script_tuning_job(["JOB_STATE_RUNNING"], trials=_created_trials([0.61, 0.66]))
+    out_file = folder / "tuned.yaml"
+    args = _submit_args(cfg_file, "--set", "train.dropout=0.2", "--wait", "--poll-interval", "0.01")
+    res = CliRunner().invoke(_app(), [*args, "--timeout", "0.05", "--apply", str(out_file)])
+    assert res.exit_code == 1, res.output
+    job = CREATED.search(res.stderr).group(1)
+    (err,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert f"{job} is still JOB_STATE_RUNNING after 0.05s of --wait" in err
+    assert f"it keeps running on Vertex AI, nothing written to {out_file}" in err
+    resume = shlex.join(
+        [
+            "torchkfp",
+            "tune",
+            "--vertex-result",
+            job,
+            "-c",
+            cfg_file,
+            "--set",
+            "train.dropout=0.2",
+            "--wait",
+            "--apply",
+            str(out_file),
+        ]
+    )
+    assert f"pick it up later with `{resume}`" in err
+    assert "'" in resume  # the folder with a space is quoted
+    assert len(fake.find("GET", rf"{job}$")) >= 2
+    assert not out_file.exists()
+
+    # the printed command, run once the job has ended, applies the best trial
+    fake.state.tuning_scripts[job] = ["JOB_STATE_SUCCEEDED"]
+    res = CliRunner().invoke(_app(), shlex.split(resume)[1:])
+    assert res.exit_code == 0, res.output
+    line = _last_json(res)
+    assert line["job"] == job and line["best_trial"] == "2"
+    tuned = Config.load(out_file, resolve_paths=False)
+    assert tuned.train.tuning == f"{job}#trial-2"
+
+
+@pytest.mark.integration
+def test_vertex_wait_interrupted_says_how_to_pick_the_job_up(fake, tmp_path, monkeypatch):
+    """Ctrl-C while following (a KeyboardInterrupt in the sleep between two polls, where the
+    command spends its time): exit 130, the job named with the command that picks it up."""
+    import types
+
+    from torchkfp.vertex import tuning
+
+    cfg_file = _vertex_config(tmp_path)
+    fake.script_tuning_job(["JOB_STATE_RUNNING"], trials=_created_trials([0.61]))
+    sleeps = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(
+        tuning, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep)
+    )
+    res = CliRunner().invoke(
+        _app(), _submit_args(cfg_file, "--wait", "--poll-interval", "0.01", "--timeout", "30")
+    )
+    assert res.exit_code == 130, res.output
+    assert len(sleeps) == 2
+    job = CREATED.search(res.stderr).group(1)
+    assert len(fake.find("GET", rf"{job}$")) == 2
+    (err,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert f"interrupted: stopped following hyperparameter tuning job {job}" in err
+    assert "it keeps running on Vertex AI" in err
+    assert f"`torchkfp tune --vertex-result {job} -c {cfg_file} --wait`" in err
+    assert res.stdout.strip() == ""
+
+
+def test_vertex_apply_without_wait_and_dry_run_with_wait_are_refused(fake, tmp_path):
+    cfg_file = _vertex_config(tmp_path)
+    out_file = tmp_path / "tuned.yaml"
+    for more in (["--apply", str(out_file)], ["--dry-run", "--apply", str(out_file)]):
+        res = CliRunner().invoke(_app(), _submit_args(cfg_file, *more))
+        assert res.exit_code == 2, res.output
+        assert f"--apply {out_file} with --vertex needs --wait" in res.output
+        assert "can only be applied once the job has ended; add --wait" in res.output
+        assert "torchkfp tune --vertex-result JOB -c CONFIG --wait --apply" in res.output
+    res = CliRunner().invoke(_app(), _submit_args(cfg_file, "--dry-run", "--wait"))
+    assert res.exit_code == 2, res.output
+    assert "--dry-run sends nothing, so there is no job for --wait to follow" in res.output
+    assert "drop --wait to see the request" in res.output
+    res = CliRunner().invoke(_app(), _submit_args(cfg_file, "--wait", "--apply", str(tmp_path)))
+    assert res.exit_code == 2 and "is a folder: give the config file to write" in res.output
+    assert fake.requests == []  # nothing was sent
+    assert not out_file.exists()

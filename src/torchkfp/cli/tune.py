@@ -1,7 +1,8 @@
 """``torchkfp tune``: a hyperparameter search over the ``train`` settings (Optuna, locally), on
 the preprocessed features of the latest local run (or of given folders), scored on the
 validation split with the gate's metric. See :mod:`torchkfp.tuning`. ``--vertex`` submits the
-search as a Vertex AI tuning job, ``--vertex-result JOB`` reads its best trial back
+search as a Vertex AI tuning job (``--wait``: and follows it to the end, as ``--vertex-result
+JOB --wait`` does), ``--vertex-result JOB`` reads its best trial back
 (:mod:`torchkfp.vertex.tuning`)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,7 +137,7 @@ def tune_cmd(
         None,
         "--apply",
         help="Also write this config file: the loaded config with the best train settings "
-        "(`torchkfp run -c FILE` trains with them).",
+        "(`torchkfp run -c FILE` trains with them). With --vertex: needs --wait.",
     ),
     vertex_result: str = typer.Option(
         None,
@@ -146,7 +148,11 @@ def tune_cmd(
         "--apply written into a config (config: the one the job was submitted with).",
     ),
     wait: bool = typer.Option(
-        False, "--wait", help="--vertex-result: wait for the job to end (else exit 1 if it runs)."
+        False,
+        "--wait",
+        help="--vertex: submit, then follow the job to its end and read its best trial back "
+        "(as --vertex-result JOB --wait). --vertex-result: wait for the job to end (else exit "
+        "1 if it runs).",
     ),
     poll_interval: float = typer.Option(
         60.0, "--poll-interval", min=0.0, help="--wait: seconds between state checks."
@@ -166,6 +172,8 @@ def tune_cmd(
       torchkfp tune --trials 6 --parallel 2 --epochs 3\n
       torchkfp tune --run .runs/run-20261127-231140-6eccba --apply configs/tuned.yaml\n
       torchkfp run -c configs/tuned.yaml\n
+      torchkfp tune --vertex -c configs/vertex.yaml --features gs://F --transform gs://T
+      --dataset gs://D --wait --apply tuned.yaml\n
       torchkfp tune --vertex-result JOB -c configs/vertex.yaml --wait --apply tuned.yaml
     """
     from torchkfp.config import ConfigError
@@ -194,11 +202,26 @@ def tune_cmd(
         cfg = load_vertex_config(config, set_)
         _vertex_result(cfg, vertex_result, wait, poll_interval, timeout, apply)
         return
-    if wait:
+    if wait and not vertex:
         fail(
-            "--wait goes with --vertex-result: `torchkfp tune --vertex-result JOB --wait` "
-            "follows a submitted job"
+            "--wait goes with --vertex (submit the search and follow it to its end) or with "
+            "--vertex-result JOB (follow a submitted job); a local search always runs to its end"
         )
+    if vertex and dry_run and wait:
+        fail(
+            "--dry-run sends nothing, so there is no job for --wait to follow: drop --wait to "
+            "see the request that would be sent, or drop --dry-run to submit the job and "
+            "follow it"
+        )
+    if vertex and apply and not wait:
+        fail(
+            f"--apply {apply} with --vertex needs --wait: a job's best trial can only be applied "
+            "once the job has ended; add --wait (submit, follow the job to its end, then write "
+            "the config), or apply it later with `torchkfp tune --vertex-result JOB -c CONFIG "
+            f"--wait --apply {apply}`"
+        )
+    if vertex and apply and Path(apply).is_dir():
+        fail(f"--apply {apply} is a folder: give the config file to write")
     cfg = load_vertex_config(config, set_) if vertex else load_config(config, set_)
     tcfg = getattr(cfg, "tune", None) or TuneConfig()
     updates = {"n_trials": trials, "parallel_trials": parallel, "epochs": epochs}
@@ -219,9 +242,21 @@ def tune_cmd(
                 "--vertex needs --features, --transform and --dataset (gs:// folders of a "
                 "Vertex run)"
             )
-        _vertex(
+        sent = _vertex(
             cfg, tcfg, {"features": features, "transform": transform, "dataset": dataset}, dry_run
         )
+        if not wait:
+            typer.echo(json.dumps(sent, default=str))
+            return
+        job = sent["name"]
+        resume = resume_command(job, config, set_, apply)
+        typer.echo(
+            f"submitted hyperparameter tuning job {job} ({sent['state']}); following it to its "
+            "end (Ctrl-C or --timeout stops the following, not the job; pick it up later "
+            f"with: {resume})",
+            err=True,
+        )
+        _vertex_result(cfg, job, True, poll_interval, timeout, apply, resume=resume)
         return
     if dry_run:
         fail("--dry-run goes with --vertex (a local search has nothing to send)")
@@ -285,8 +320,10 @@ def tune_cmd(
     typer.echo(json.dumps(result, default=str))
 
 
-def _vertex(cfg: Any, tcfg: Any, inputs: dict[str, str], dry_run: bool) -> None:
-    """Build (and unless ``dry_run``, create) the Vertex AI tuning job; print one JSON line."""
+def _vertex(cfg: Any, tcfg: Any, inputs: dict[str, str], dry_run: bool) -> dict[str, Any]:
+    """Build (and unless ``dry_run``, create) the Vertex AI tuning job; returns what
+    ``tune --vertex`` prints (``metric``, ``direction``, ``request``, ``dry_run``; once sent,
+    the job's ``name`` and ``state``)."""
     from torchkfp.cli._vertex import call
     from torchkfp.config import ConfigError
     from torchkfp.tuning import resolve_metric
@@ -308,43 +345,84 @@ def _vertex(cfg: Any, tcfg: Any, inputs: dict[str, str], dry_run: bool) -> None:
         return submit_tuning_job(cfg, tcfg, inputs, metric, higher, dry_run=dry_run)
 
     out = call(submit)
-    typer.echo(
-        json.dumps(
-            {"metric": metric, "direction": "maximize" if higher else "minimize", **out},
-            default=str,
-        )
-    )
+    return {"metric": metric, "direction": "maximize" if higher else "minimize", **out}
+
+
+def resume_command(job: str, config: str | None, sets: list[str] | None, apply: str | None) -> str:
+    """The shell command that follows ``job`` with the same config (``-c``, ``--set``) and
+    ``--apply`` as the ``tune --vertex --wait`` that submitted it."""
+    args = ["torchkfp", "tune", "--vertex-result", job]
+    if config:
+        args += ["-c", config]
+    for s in sets or []:
+        args += ["--set", s]
+    args.append("--wait")
+    if apply:
+        args += ["--apply", apply]
+    return shlex.join(args)
 
 
 def _vertex_result(
-    cfg: Any, job: str, wait: bool, poll_interval: float, timeout: float, apply: str | None
+    cfg: Any,
+    job: str,
+    wait: bool,
+    poll_interval: float,
+    timeout: float,
+    apply: str | None,
+    resume: str | None = None,
 ) -> None:
     """Read a Vertex AI tuning job back (waiting if asked), write the applied config when
-    ``apply``; print one JSON line."""
+    ``apply``; print one JSON line. ``resume`` (``tune --vertex --wait``, which just submitted
+    the job): the command that picks the job up again, told when the wait times out or is
+    interrupted."""
     from torchkfp.cli._vertex import call
     from torchkfp.config import ConfigError
     from torchkfp.config.tune import TuneConfig
     from torchkfp.tuning import set_args
 
     tcfg = getattr(cfg, "tune", None) or TuneConfig()
+    unwritten = f", nothing written to {apply}" if apply else ""
 
     def show(state: str) -> None:
         typer.echo(f"state: {state}", err=True)
 
     def read() -> Any:
-        from torchkfp.vertex.tuning import tuning_job_result
-
-        return tuning_job_result(
-            cfg,
-            tcfg,
-            job,
-            wait=wait,
-            poll_interval=poll_interval,
-            timeout=timeout,
-            on_state=show,
+        from torchkfp.vertex.tuning import (
+            TuningJobStillRunning,
+            TuningResultError,
+            tuning_job_result,
         )
 
-    r = call(read)
+        try:
+            return tuning_job_result(
+                cfg,
+                tcfg,
+                job,
+                wait=wait,
+                poll_interval=poll_interval,
+                timeout=timeout,
+                on_state=show,
+            )
+        except TuningJobStillRunning as e:
+            if resume is None or e.timeout is None:
+                raise
+            raise TuningResultError(
+                f"hyperparameter tuning job {e.job} is still {e.state} after {e.timeout:g}s "
+                f"of --wait (--timeout); it keeps running on Vertex AI{unwritten}: pick it up "
+                f"later with `{resume}`"
+            ) from None
+
+    if resume is None:
+        r = call(read)
+    else:
+        try:
+            r = call(read)
+        except KeyboardInterrupt:
+            fail(
+                f"interrupted: stopped following hyperparameter tuning job {job}; it keeps "
+                f"running on Vertex AI{unwritten}: pick it up later with `{resume}`",
+                130,
+            )
     applied = None
     if apply:
         try:

@@ -11,6 +11,7 @@ space is the one of the local search (``tune.space``): ranges become double or i
 parameters (``scale`` log or linear), numeric choices discrete parameters, other choices
 categorical ones (a list such as ``hidden_sizes`` travels as its JSON text).
 
+``torchkfp tune --vertex --wait`` submits the job and then reads it back the same way.
 ``torchkfp tune --vertex-result JOB`` reads a job back (:func:`tuning_job_result`): it waits
 for the job to end if asked, picks the best SUCCEEDED trial by the study's metric and goal,
 and decodes its values with :func:`decode_parameter` (the inverse of :func:`parameter_specs`)
@@ -221,6 +222,15 @@ class TuningResultError(SubmitError):
     succeeded trial, or trials drawn from another search space."""
 
 
+class TuningJobStillRunning(TuningResultError):
+    """The job has not ended: read without waiting, or still running at the end of the wait
+    (``timeout`` set). It keeps running on Vertex AI; read it again later."""
+
+    def __init__(self, message: str, job: str, state: str, timeout: float | None) -> None:
+        super().__init__(message)
+        self.job, self.state, self.timeout = job, state, timeout
+
+
 @dataclass
 class TrialOutcome:
     """One trial of a Vertex AI tuning job, as read back."""
@@ -308,7 +318,8 @@ def wait_for_tuning_job(
     on_state: Callable[[str], None] | None = None,
 ) -> str:
     """The job's state once it has ended. Without ``wait`` a job still running is a
-    TuningResultError; with it, poll every ``poll_interval`` seconds for at most ``timeout``."""
+    TuningJobStillRunning error; with it, poll every ``poll_interval`` seconds for at most
+    ``timeout`` (then TuningJobStillRunning, with ``timeout`` set)."""
     from torchkfp.vertex.runs import api_error
 
     deadline = time.monotonic() + timeout
@@ -321,16 +332,22 @@ def wait_for_tuning_job(
         if state not in _RUNNING:
             return state
         if not wait:
-            raise TuningResultError(
+            raise TuningJobStillRunning(
                 f"hyperparameter tuning job {job.resource_name} is still {state}: wait for it "
-                "(add --wait) or read it again once it has ended"
+                "(add --wait) or read it again once it has ended",
+                job.resource_name,
+                state,
+                None,
             )
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TuningResultError(
+            raise TuningJobStillRunning(
                 f"hyperparameter tuning job {job.resource_name} is still {state} after "
                 f"{timeout:g}s of --wait; it keeps running (raise --timeout, or read it again "
-                "later)"
+                "later)",
+                job.resource_name,
+                state,
+                timeout,
             )
         time.sleep(min(poll_interval, left))
         try:
