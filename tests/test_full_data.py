@@ -22,7 +22,8 @@ def test_full_default_dag(tmp_path, warehouse_path):
     assert summary["rows"] == {"train": 244737, "validation": 28618, "test": 53991}
     assert summary["world_size"] == 2
     m = summary["metrics"]
-    # measured 0.6996 (logistic regression on the same split: 0.6965, majority class: 0.5)
-    assert m["roc_auc"] > 0.68 and m["examples"] == 53991
+    # measured 0.7124 / log loss 0.5144 with the default TabM-mini ensemble (logistic
+    # regression on the same split: 0.697, HistGradientBoosting 0.7088, majority class: 0.5)
+    assert m["roc_auc"] > 0.70 and m["examples"] == 53991
     assert summary["gate"]["promote"] is True and summary["model"]["version"] == "1"
     assert artifacts.require(summary["model"]["path"], "model")["training"]["epochs_run"] >= 2

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchkfp.errors import ModelFactoryError
@@ -55,6 +56,9 @@ class ModelSpec:
     numeric_embedding_dim: int = 8
     periodic_frequencies: int = 8
     periodic_sigma: float = 0.1
+    ensemble_size: int = 1
+    """Built-in MLP: members of the TabM-mini ensemble (1: a plain MLP). Artifacts written
+    before this setting existed: 1."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +91,29 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return model
 
 
+def ensemble_size(model: nn.Module) -> int:
+    """How many members a model trains: a model with ``ensemble_size = k > 1`` returns one
+    output per member in training mode (``[N, k]``, or ``[N, k, K]`` for K classes) and
+    their combined prediction in eval mode; the trainer then takes the mean of the members'
+    losses, so each member learns on its own (Gorishniy et al. 2024, TabM)."""
+    k = getattr(model, "ensemble_size", 1)
+    return k if isinstance(k, int) and k > 1 else 1
+
+
+def combine_members(out: torch.Tensor, task: str) -> torch.Tensor:
+    """One prediction from the members' outputs ``[N, k]`` / ``[N, k, K]``: binary, the logit
+    of the mean probability (``log mean p - log mean (1 - p)``, computed in log space so it
+    stays finite); multiclass, the log of the mean class probabilities (valid logits: their
+    softmax is the mean); regression, the mean."""
+    if task == "binary":
+        return torch.logsumexp(F.logsigmoid(out), dim=1) - torch.logsumexp(
+            F.logsigmoid(-out), dim=1
+        )
+    if task == "multiclass":
+        return torch.logsumexp(torch.log_softmax(out, dim=2), dim=1) - math.log(out.shape[1])
+    return out.mean(dim=1)
+
+
 def output_logits(model: nn.Module, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
     """Run ``model`` and normalize its output: ``[N]`` for one output, ``[N, K]`` otherwise."""
     out = model(x_num, x_cat)
@@ -116,6 +143,15 @@ class PeriodicEmbedding(nn.Module):
 
 
 class TabularMLP(nn.Module):
+    """Categorical embeddings and the numeric inputs (as they are, or periodic embeddings)
+    concatenated, then ReLU layers with dropout. With ``ensemble_size = k > 1`` it is TabM-mini
+    (Gorishniy, Kotelnikov, Babenko 2024, "TabM: Advancing Tabular Deep Learning with
+    Parameter-Efficient Ensembling"): k members share the embeddings and every hidden layer;
+    each member scales the concatenated input by its own learned vector (initialized to
+    random signs, so members start apart) and has its own output layer. Training takes the
+    mean of the members' losses; the prediction is the members' mean (see
+    :func:`combine_members`). It costs about k times the hidden layers' compute."""
+
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
@@ -126,6 +162,8 @@ class TabularMLP(nn.Module):
             raise ValueError(
                 f"numeric_embedding={spec.numeric_embedding!r}: use 'periodic' or 'none'"
             )
+        if spec.ensemble_size < 1:
+            raise ValueError(f"ensemble_size={spec.ensemble_size}: use 1 or more")
         self.numeric: nn.Module | None = None
         numeric_width = spec.num_numeric
         if spec.numeric_embedding == "periodic" and spec.num_numeric:
@@ -137,15 +175,33 @@ class TabularMLP(nn.Module):
             )
             numeric_width = spec.num_numeric * spec.numeric_embedding_dim
         width = numeric_width + sum(e.embedding_dim for e in self.embeddings)
+        self.ensemble_size = k = spec.ensemble_size
+        self.member_scale: nn.Parameter | None = None
+        if k > 1:
+            self.member_scale = nn.Parameter(torch.randint(0, 2, (k, width)).float() * 2 - 1)
         layers: list[nn.Module] = []
         for h in spec.hidden_sizes:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(spec.dropout)]
             width = h
-        layers.append(nn.Linear(width, spec.output_size))
+        if k == 1:
+            layers.append(nn.Linear(width, spec.output_size))
+        else:  # one output layer per member: [k, width, out]
+            bound = 1 / math.sqrt(width)
+            self.head_weight = nn.Parameter(
+                torch.empty(k, width, spec.output_size).uniform_(-bound, bound)
+            )
+            self.head_bias = nn.Parameter(torch.empty(k, spec.output_size).uniform_(-bound, bound))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
         num = self.numeric(x_num) if self.numeric is not None else x_num
         parts = [num] + [emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings)]
-        out = self.mlp(torch.cat(parts, dim=1))
-        return out.squeeze(1) if self.spec.output_size == 1 else out
+        x = torch.cat(parts, dim=1)
+        if self.member_scale is None:
+            out = self.mlp(x)
+            return out.squeeze(1) if self.spec.output_size == 1 else out
+        h = self.mlp(x.unsqueeze(1) * self.member_scale)  # [N, k, width]
+        out = torch.einsum("nkw,kwo->nko", h, self.head_weight) + self.head_bias
+        if self.spec.output_size == 1:
+            out = out.squeeze(2)  # [N, k]
+        return out if self.training else combine_members(out, self.spec.task)

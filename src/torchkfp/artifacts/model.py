@@ -77,7 +77,9 @@ _SPEC_OPTIONAL = (
     "numeric_embedding_dim",
     "periodic_frequencies",
     "periodic_sigma",
+    "ensemble_size",
 )
+MAX_ENSEMBLE_SIZE = 256
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -118,6 +120,7 @@ def spec_problems(spec: dict[str, Any]) -> list[str]:
         "periodic_sigma": lambda v: (
             isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1e3
         ),
+        "ensemble_size": lambda v: _int(v, 1) and v <= MAX_ENSEMBLE_SIZE,
     }
     for name, ok in checks.items():
         if name in spec and not ok(spec[name]):

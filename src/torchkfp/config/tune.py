@@ -86,6 +86,7 @@ TUNABLE: tuple[str, ...] = (
     "numeric_embedding_dim",
     "periodic_frequencies",
     "periodic_sigma",
+    "ensemble_size",
     "unknown_category_rate",
     "patience",
 )

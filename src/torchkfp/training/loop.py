@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from torchkfp.config import TrainConfig
 from torchkfp.errors import TrainingError
-from torchkfp.model import output_logits
+from torchkfp.model import ensemble_size, output_logits
 from torchkfp.training.data import InMemoryShare, StreamingShare, ValidationShare
 
 CHECKPOINT_FILE = "last.pt"
@@ -47,6 +47,7 @@ CHECKPOINT_KEYS = (
     "epoch",
     "step",
     "best_loss",
+    "best_score",
     "best_epoch",
     "best_state",
     "bad_epochs",
@@ -59,6 +60,9 @@ VALIDATION_METRIC = {"binary": "roc_auc", "multiclass": "accuracy", "regression"
 """The metric computed on the whole validation split after every epoch, per task kind (in the
 history as ``val_<name>``): binary ROC AUC, multi-class accuracy, regression RMSE in the
 label's units."""
+
+HIGHER_IS_BETTER = {"roc_auc", "accuracy"}
+"""Of :data:`VALIDATION_METRIC`, those where higher is better."""
 
 
 def get_lr(step: int, total_steps: int, peak: float, warmup_steps: int) -> float:
@@ -189,6 +193,9 @@ class Trainer:
         self.val_rows = val.rows
         self.val = {k: v.to(device) for k, v in val.tensors.items()}
         self.model = model.to(device)
+        self.members = ensemble_size(model)
+        """Ensemble members (:func:`torchkfp.model.ensemble_size`): the train loss is then
+        the mean of the members' losses; validation scores the combined prediction."""
         self.ddp = DDP(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay
@@ -201,6 +208,10 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.best_loss = math.inf
+        """The validation loss of the best epoch."""
+        self.best_score = math.inf
+        """The best epoch's early-stopping score (lower is better: the loss, or the metric,
+        negated where higher is better)."""
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.bad_epochs = 0
@@ -224,7 +235,13 @@ class Trainer:
             # train the unknown bucket (index 0) too: it stands for every unseen value later
             drop = torch.rand(x_cat.shape, device=x_cat.device) < self.tc.unknown_category_rate
             x_cat = x_cat.masked_fill(drop, 0)
-        loss = self.loss_fn(output_logits(self.ddp, x_num, x_cat), y)
+        out = output_logits(self.ddp, x_num, x_cat)
+        if self.members > 1:  # one output per member: each member's loss, averaged
+            if self.task == "multiclass":
+                out, y = out.reshape(-1, out.shape[-1]), y.repeat_interleave(self.members)
+            else:
+                y = y.unsqueeze(1).expand_as(out)
+        loss = self.loss_fn(out, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -320,6 +337,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "best_loss": self.best_loss,
+            "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "best_state": self.best_state,
             "bad_epochs": self.bad_epochs,
@@ -358,6 +376,7 @@ class Trainer:
             raise _unreadable(path, f"{type(e).__name__}: {e}") from None
         self.epoch, self.step = ck["epoch"], ck["step"]
         self.best_loss, self.best_epoch = ck["best_loss"], ck["best_epoch"]
+        self.best_score = ck["best_score"]
         self.best_state, self.bad_epochs = ck["best_state"], ck["bad_epochs"]
         self.history = ck["history"]
         throughput = ck.get("throughput")  # absent in checkpoints written before it was kept
@@ -368,7 +387,17 @@ class Trainer:
     @property
     def finished(self) -> bool:
         """All epochs run, or early-stopped."""
-        return self.epoch >= self.tc.epochs or self.bad_epochs >= self.tc.patience
+        stops = self.tc.early_stopping != "off" and self.bad_epochs >= self.tc.patience
+        return self.epoch >= self.tc.epochs or stops
+
+    def _score(self, val_loss: float, val_metric: float | None) -> float:
+        """What ``train.early_stopping`` watches, lower is better: the validation metric
+        (negated where higher is better; the loss where the metric is undefined, as for a
+        validation split of one class: the same every epoch, as the labels do not change),
+        or the validation loss."""
+        if self.tc.early_stopping == "metric" and val_metric is not None:
+            return -val_metric if self.metric in HIGHER_IS_BETTER else val_metric
+        return val_loss
 
     def train_epoch(self) -> None:
         """One epoch: train, validate, stop on divergence, keep the best weights, checkpoint.
@@ -393,8 +422,12 @@ class Trainer:
             self._diverged("weights not finite")
         if not math.isfinite(val_loss):
             self._diverged(f"validation loss {val_loss}")
-        if val_loss < self.best_loss - 1e-5:  # finite here: a nan/inf loss never wins
-            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
+        score = self._score(val_loss, val_metric)
+        if self.tc.early_stopping == "off":  # every epoch runs; the last one is shipped
+            self.best_loss, self.best_score, self.best_epoch = val_loss, score, self.epoch
+        elif score < self.best_score - 1e-5:  # finite here: a nan/inf loss never wins
+            self.best_loss, self.best_score, self.best_epoch = val_loss, score, self.epoch
+            self.bad_epochs = 0
             self.best_state = {
                 k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
             }

@@ -44,6 +44,7 @@ IDENTITY_SETTINGS = (
     "seed",
     "unknown_category_rate",
     "min_steps_per_epoch",
+    "early_stopping",
 )
 """Settings a checkpoint must share to be resumed (epochs and patience may change). Not
 ``memory_budget_mb`` and ``shuffle_buffer_rows`` as such: the checkpoint records the data order
@@ -86,6 +87,7 @@ def _model_metadata(
             "epochs_run": trainer.epoch,
             "best_epoch": trainer.best_epoch,
             "best_val_loss": trainer.best_loss,
+            "early_stopping": trainer.tc.early_stopping,
             "history": trainer.history,
             "samples_per_s": sps,
             "epoch_samples_per_s": list(trainer.throughput),
@@ -141,6 +143,7 @@ def build_trainer(
         numeric_embedding_dim=tc.numeric_embedding_dim,
         periodic_frequencies=tc.periodic_frequencies,
         periodic_sigma=tc.periodic_sigma,
+        ensemble_size=tc.ensemble_size,
     )
     model = build_model(spec)
     identity = {
