@@ -18,6 +18,15 @@ SMALL = {
     "train.epochs": 3,
     "train.batch_size": 512,
     "evaluate.min_metrics": {"roc_auc": 0.5},
+    # no ONNX export (a few seconds a training, most of a small run's train step): the tests of
+    # the export and of serving on ONNX Runtime use ``stage_outputs`` (exported) or their own
+    # models; the full default DAG (test_full_data, test_init) still exports in its train step
+    "train.export_onnx": False,
+    # a 2-member ensemble without periodic embeddings: the ensemble's code path at a fraction of
+    # the default network's cost (8 members, periodic); the default network is trained by
+    # test_full_data, test_ensemble and test_init
+    "train.ensemble_size": 2,
+    "train.numeric_embedding": "none",
 }
 
 
@@ -57,7 +66,7 @@ def stage_outputs(tmp_path_factory, warehouse_path) -> dict:
     from torchkfp.training import launch
 
     root = tmp_path_factory.mktemp("stages")
-    cfg = make_config(root, warehouse_path)
+    cfg = make_config(root, warehouse_path, **{"train.export_onnx": True})  # ONNX tests read it
     ingested = ingest(cfg.warehouse, cfg.data, cfg.split, root / "dataset")
     preprocess(cfg.data, cfg.preprocess, root / "dataset", root / "transform", root / "features")
     result = launch(cfg.train, root / "features", root / "transform", root / "model")
