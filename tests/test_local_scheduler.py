@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from torchkfp.local_scheduler import (
     SubprocessRun,
     read_history,
 )
+from torchkfp.stage_cache import MISS
 
 UTC = dt.timezone.utc
 
@@ -547,6 +549,10 @@ def test_cli_rejects_a_bad_cron_before_starting():
     assert "has 4 field(s); write 5" in r.output
 
 
+CACHED = ("ingest", "preprocess", "train")
+"""The stages the local stage cache keeps."""
+
+
 @pytest.mark.integration
 def test_cli_schedule_run_local_runs_the_dag_and_stops_on_sigint(tmp_path, warehouse_path):
     from conftest import make_config
@@ -636,6 +642,17 @@ def test_cli_schedule_run_local_runs_the_dag_and_stops_on_sigint(tmp_path, wareh
     assert summary["status"] == "succeeded" and summary["metrics"]["roc_auc"] > 0.5
     assert summary["model"]["version"] == "1"
     assert Path(r1["stdout_log"]).is_file() and r1["exit_code"] == 0
+    # --no-cache (each run is ``torchkfp run --no-cache``; tests/test_stage_cache.py leaves the
+    # flag's whole-DAG check to this test): run 1 ran every stage and stored its outputs; run 2,
+    # on the same data and settings (the same keys), reused none of them: it ran ingest and
+    # preprocess again under those keys and was training when it was stopped
+    assert summary["cache"]["reuse"] is False
+    assert {k: summary["stages"][k].get("cache") for k in CACHED} == dict.fromkeys(CACHED, MISS)
+    log1, log2 = (Path(r["stdout_log"]).read_text() for r in (r1, r2))
+    stored = dict(re.findall(r"\[cache\] (\w+): miss \(key (\w+), --no-cache\): stored", log1))
+    assert set(stored) == set(CACHED) and "[train] epoch 1/1" in log1, log1
+    again = dict(re.findall(r"\[cache\] (\w+): miss \(key (\w+), --no-cache\)", log2))
+    assert {k: again.get(k) for k in CACHED[:2]} == {k: stored[k] for k in CACHED[:2]}, log2
     # a ~20 s run on a 4 s cron: the ticks that came while it ran were skipped, not queued
     skipped = [r for r in recs if r["event"] == "skipped"]
     assert skipped and all("run 1" in r["reason"] for r in skipped)

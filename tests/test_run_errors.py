@@ -15,6 +15,7 @@ from torchkfp.pipelines import local
 from torchkfp.pipelines.local import STAGES, PipelineFailed, root_exception, run_local
 
 from torchkfp.config import Config
+from torchkfp.registry.local import LocalRegistry
 
 EXE = Path(sys.executable).with_name("torchkfp")
 
@@ -139,6 +140,10 @@ def test_run_local_records_the_failed_stage_s_exception(small_config, quiet, cap
     assert e.value.stage == "ingest" and e.value.error == summary["error"]
     shown = capsys.readouterr().out
     assert ("Traceback" in shown) is not quiet  # the task's output reaches the terminal
+    # nothing after the failed stage ran, nothing was registered
+    assert summary["stages"]["train"]["status"] == "not run"
+    cfg = small_config.deploy
+    assert LocalRegistry(cfg.registry_dir, cfg.model_name).versions() == []
 
 
 def _cli_run(cfg: Config, tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:

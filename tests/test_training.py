@@ -42,6 +42,9 @@ SCALAR_TAGS = {
     "train/learning_rate": "learning_rate",
 }
 """TensorBoard tag -> history key, for a binary model."""
+NO_ONNX = {"train.export_onnx": False}
+"""For trainings whose tests do not look at the ONNX export (a few seconds each): the export
+has its own tests on ``stage_outputs``' model."""
 
 
 def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
@@ -316,11 +319,22 @@ def test_unknown_bucket_is_trained(stage_outputs):
     assert feats["unknown_category_rate"]["train"]["carrier"] == 0.0
 
 
-def test_training_resumes_from_checkpoint(tmp_path, stage_outputs):
-    tc = stage_outputs["config"].override({"train.epochs": 2, "train.patience": 5}).train
+@pytest.fixture(scope="module")
+def checkpointed(stage_outputs, tmp_path_factory) -> dict:
+    """A 2-epoch run that left its checkpoint, shared by the tests that resume from it or are
+    refused by it (each on its own copy of the folder)."""
+    root = tmp_path_factory.mktemp("checkpointed")
+    tc = stage_outputs["config"].override({**NO_ONNX, "train.epochs": 2, "train.patience": 5}).train
+    first = launch(
+        tc, stage_outputs["features"], stage_outputs["transform"], root / "m", root / "ck"
+    )
+    return {"train": tc, "first": first, "ck": root / "ck"}
+
+
+def test_training_resumes_from_checkpoint(tmp_path, stage_outputs, checkpointed):
+    tc, first = checkpointed["train"], checkpointed["first"]
     feats, tf = stage_outputs["features"], stage_outputs["transform"]
-    ck = tmp_path / "ck"
-    first = launch(tc, feats, tf, tmp_path / "m1", ck)
+    ck = Path(shutil.copytree(checkpointed["ck"], tmp_path / "ck"))
     assert first.metadata["training"]["resumed_from_epoch"] is None
     assert (ck / CHECKPOINT_FILE).is_file()
     more = TrainConfig.from_dict({**tc.to_dict(), "epochs": 3})  # epochs may change on resume
@@ -331,16 +345,14 @@ def test_training_resumes_from_checkpoint(tmp_path, stage_outputs):
     assert tr["history"][:2] == first.metadata["training"]["history"]
 
 
-def test_checkpoint_of_another_run_is_refused(tmp_path, stage_outputs):
-    tc = stage_outputs["config"].override({"train.epochs": 1}).train
+def test_checkpoint_of_another_run_is_refused(tmp_path, stage_outputs, checkpointed):
     feats, tf = stage_outputs["features"], stage_outputs["transform"]
-    ck = tmp_path / "ck"
-    launch(tc, feats, tf, tmp_path / "m1", ck)
-    other = stage_outputs["config"].override({"train.epochs": 1, "train.learning_rate": 0.01})
+    ck = shutil.copytree(checkpointed["ck"], tmp_path / "ck")
+    other = TrainConfig.from_dict({**checkpointed["train"].to_dict(), "learning_rate": 0.01})
     with pytest.raises(
         TrainingError, match=r"another training run \(differs in \['learning_rate'\]"
     ):
-        launch(other.train, feats, tf, tmp_path / "m2", ck)
+        launch(other, feats, tf, tmp_path / "m2", ck)
     assert not (tmp_path / "m2" / artifacts.MARKER).exists()
 
 
@@ -377,7 +389,7 @@ def test_vertex_checkpoint_and_tensorboard_folders_are_keyed(tmp_path, stage_out
     monkeypatch.delenv(CHECKPOINT_ROOT_ENV, raising=False)
     monkeypatch.setenv(VERTEX_CHECKPOINT_ENV, str(tmp_path / "out" / "checkpoints"))
     monkeypatch.setenv(VERTEX_TENSORBOARD_ENV, str(tmp_path / "out" / "logs"))
-    tc = stage_outputs["config"].override({"train.epochs": 1}).train
+    tc = stage_outputs["config"].override({**NO_ONNX, "train.epochs": 1}).train
     feats, tf = stage_outputs["features"], stage_outputs["transform"]
     key = checkpoint_key(tc, feats, tf)
     ck = default_checkpoint_dir(tmp_path / "run1" / "model", key)  # as the train component
@@ -396,7 +408,9 @@ def test_vertex_checkpoint_and_tensorboard_folders_are_keyed(tmp_path, stage_out
     assert set(got) == set(SCALAR_TAGS)
     assert all([s for s, _ in points] == [1] for points in got.values())
     # another training run (other settings) does not pick up this checkpoint
-    other = stage_outputs["config"].override({"train.epochs": 1, "train.learning_rate": 0.01})
+    other = stage_outputs["config"].override(
+        {**NO_ONNX, "train.epochs": 1, "train.learning_rate": 0.01}
+    )
     other_key = checkpoint_key(other.train, feats, tf)
     assert other_key != key
     assert default_checkpoint_dir(tmp_path / "run3" / "model", other_key) != ck
