@@ -112,6 +112,55 @@ def dag_run(tmp_path_factory, warehouse_path) -> dict:
     return {"config": cfg, "config_file": cfg_file, "summary": summary, "stdout": p.stdout}
 
 
+TESTS = Path(__file__).resolve().parent
+TASK_FEATURES = {
+    "data.numeric_features": ["dep_hour", "distance"],
+    "data.categorical_features": ["carrier", "origin", "dest"],
+    "warehouse.query_file": str(TESTS / "data" / "flights_tasks.sql"),
+}
+"""The features of the multi-class and regression runs (tests/data/flights_tasks.sql adds the
+labels: a delay band and the arrival delay in minutes)."""
+TASK_KINDS = {
+    "multiclass": {
+        "data.label": "delay_band",
+        "data.task": "multiclass",
+        "train.model_factory": "custom_models:build",  # the user's own nn.Module (tests/)
+        "train.model_args": {"width": 8},
+        "evaluate.min_metrics": None,
+    },
+    "regression": {
+        "data.label": "arr_delay",
+        "data.task": "regression",
+        "evaluate.min_metrics": None,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def task_kind_run(tmp_path_factory, warehouse_path):
+    """``task_kind_run(kind)``: the whole DAG (``run_local``, kfp.local) for ``multiclass`` or
+    ``regression`` on the small slice, each with its own fresh registry, run once per session
+    on first use: tests/test_task_kinds.py checks the runs, tests/test_report_tasks.py renders
+    the reports of their models. Returns the config and the run summary."""
+    runs: dict[str, dict] = {}
+
+    def run(kind: str) -> dict:
+        if kind not in runs:
+            from torchkfp.pipelines.local import run_local
+
+            root = tmp_path_factory.mktemp(kind)
+            cfg = make_config(root, warehouse_path, **TASK_FEATURES, **TASK_KINDS[kind])
+            with pytest.MonkeyPatch.context() as mp:  # the workers import custom_models
+                mp.setenv(
+                    "PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+                )
+                summary, _ = run_local(cfg, quiet_kfp=True)
+            runs[kind] = {"config": cfg, "summary": summary, "root": root}
+        return runs[kind]
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def trained_model(stage_outputs) -> str:
     """Path of a complete model artifact (weights, transform, feature spec, metadata)."""

@@ -19,13 +19,6 @@ pytestmark = pytest.mark.integration
 TESTS = Path(__file__).resolve().parent
 SQL = TESTS.parent / "src" / "torchkfp" / "sql" / "flights_delay.sql"
 LABEL = "IF(f.arr_delay >= 15, 1, 0) AS is_late"
-FEATURES = {
-    "data.numeric_features": ["dep_hour", "distance"],
-    "data.categorical_features": ["carrier", "origin", "dest"],
-    "warehouse.query_file": str(TESTS / "data" / "flights_tasks.sql"),
-    "train.epochs": 2,
-    "evaluate.min_metrics": None,
-}
 
 
 def figures(page: str) -> list[str]:
@@ -50,23 +43,18 @@ def train_on(root: Path, cfg) -> str:
 
 # ---- each task kind --------------------------------------------------------------------------
 @pytest.fixture(scope="module", params=["multiclass", "regression"])
-def task_model(request, tmp_path_factory, warehouse_path) -> dict:
+def task_model(request, task_kind_run) -> dict:
+    """The model and dataset of the session's DAG run of the kind (conftest's
+    ``task_kind_run``, the runs tests/test_task_kinds.py checks), with slices configured."""
     kind = request.param
-    root = tmp_path_factory.mktemp(kind)
-    label = {"multiclass": "delay_band", "regression": "arr_delay"}[kind]
-    cfg = make_config(
-        root,
-        warehouse_path,
-        **FEATURES,
-        **{
-            "data.label": label,
-            "data.task": kind,
-            "evaluate.slice_columns": ["origin", "carrier"],
-            "evaluate.slice_min_examples": 300,
-        },
+    run = task_kind_run(kind)
+    summary = run["summary"]
+    cfg = run["config"].override(
+        {"evaluate.slice_columns": ["origin", "carrier"], "evaluate.slice_min_examples": 300}
     )
-    model = train_on(root, cfg)
-    return {"kind": kind, "cfg": cfg, "model": model, "dataset": str(root / "dataset")}
+    ingest = json.loads((Path(summary["run_dir"]) / "ingest" / "executor_output.json").read_text())
+    dataset = ingest["artifacts"]["dataset"]["artifacts"][0]["uri"]
+    return {"kind": kind, "cfg": cfg, "model": summary["model"]["path"], "dataset": dataset}
 
 
 def test_the_report_of_each_task_kind(task_model, tmp_path):

@@ -1,5 +1,6 @@
 """Multi-class and regression end to end under kfp.local, on real flights data (a delay band
-and the arrival delay in minutes), one with the user's own nn.Module; the binary default is
+and the arrival delay in minutes), one with the user's own nn.Module (the runs: conftest's
+``task_kind_run``, shared with tests/test_report_tasks.py); the binary default is
 tests/test_pipeline_local.py."""
 
 import contextlib
@@ -19,11 +20,6 @@ from torchkfp.serving.app import predictions
 
 pytestmark = pytest.mark.integration
 TESTS = Path(__file__).resolve().parent
-FEATURES = {
-    "data.numeric_features": ["dep_hour", "distance"],
-    "data.categorical_features": ["carrier", "origin", "dest"],
-    "warehouse.query_file": str(TESTS / "data" / "flights_tasks.sql"),
-}
 
 
 @contextlib.contextmanager
@@ -46,21 +42,8 @@ def dataset_dir(summary: dict) -> str:
     return out["artifacts"]["dataset"]["artifacts"][0]["uri"]
 
 
-def test_multiclass_with_a_custom_module(tmp_path, warehouse_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    cfg = make_config(
-        tmp_path,
-        warehouse_path,
-        **FEATURES,
-        **{
-            "data.label": "delay_band",
-            "data.task": "multiclass",
-            "train.model_factory": "custom_models:build",
-            "train.model_args": {"width": 8},
-            "evaluate.min_metrics": None,
-        },
-    )
-    summary, _ = run_local(cfg, quiet_kfp=True)
+def test_multiclass_with_a_custom_module(tmp_path, task_kind_run):
+    summary = task_kind_run("multiclass")["summary"]  # conftest.TASK_KINDS: custom_models:build
     assert summary["status"] == "succeeded", summary["error"]
     m = summary["metrics"]
     assert set(m) >= {"accuracy", "log_loss", "macro_f1"} and "roc_auc" not in m
@@ -85,14 +68,8 @@ def test_multiclass_with_a_custom_module(tmp_path, warehouse_path, monkeypatch):
     assert pred == predictions(p, p.predict([meta["example_instance"]]), 0.5)[0]
 
 
-def test_regression_end_to_end(tmp_path, warehouse_path):
-    cfg = make_config(
-        tmp_path,
-        warehouse_path,
-        **FEATURES,
-        **{"data.label": "arr_delay", "data.task": "regression", "evaluate.min_metrics": None},
-    )
-    summary, _ = run_local(cfg, quiet_kfp=True)
+def test_regression_end_to_end(tmp_path, task_kind_run):
+    summary = task_kind_run("regression")["summary"]
     assert summary["status"] == "succeeded", summary["error"]
     m = summary["metrics"]
     assert set(m) >= {"rmse", "mae", "r2"} and m["rmse"] > 0
