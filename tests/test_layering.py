@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "torchkfp"
 # the KFP layer lives in top-level folders, imported as torchkfp.components / torchkfp.pipelines
@@ -151,3 +153,22 @@ def test_every_package_is_listed_for_setuptools():
         "torchkfp.sql"
     }
     assert found == listed
+
+
+@pytest.mark.parametrize("command", ["run", "compile"])
+def test_a_config_error_exits_before_kfp_is_imported(command, tmp_path):
+    """``torchkfp run``/``compile`` with a bad setting answer at once (kfp takes seconds)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: 0\n")
+    args = [command, "-c", str(bad), "--out", str(tmp_path / "out")][: 3 if command == "run" else 5]
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from torchkfp.cli import app\n"
+        f"r = CliRunner().invoke(app, {args!r})\n"
+        "assert r.exit_code == 2, (r.exit_code, r.output)\n"
+        "assert 'train.epochs must be >= 1' in r.output, r.output\n"
+        "assert 'kfp' not in sys.modules, 'kfp imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert not (tmp_path / "out").exists()

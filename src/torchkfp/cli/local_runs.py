@@ -59,9 +59,9 @@ def run(
     A failed stage: its exception (type and message) is printed as one `error:` line and
     recorded in the run summary (exit code 1).
     """
+    cfg = load_config(config, set_)  # first: a config error exits before kfp is imported
     from torchkfp.pipelines.local import PipelineFailed, run_local
 
-    cfg = load_config(config, set_)
     try:
         summary, path = run_local(cfg, quiet_kfp=quiet, resume=resume, reuse=not no_cache)
     except PipelineFailed as e:
@@ -131,10 +131,10 @@ def compile_(
       torchkfp compile\n
       python compile.py --vertex-config configs/vertex.yaml --out build
     """
+    local_cfg = load_config(config)  # first: a config error exits before kfp is imported
+    vertex_cfg = load_vertex_config(vertex_config)
     from torchkfp.pipelines.compiler import compile_pipelines
 
-    local_cfg = load_config(config)
-    vertex_cfg = load_vertex_config(vertex_config)
     for target, path in compile_pipelines(local_cfg, vertex_cfg, out).items():
         typer.echo(f"{target}: {path}")
 
