@@ -24,7 +24,7 @@ SMALL = {
     "train.export_onnx": False,
     # a 2-member ensemble without periodic embeddings: the ensemble's code path at a fraction of
     # the default network's cost (8 members, periodic); the default network is trained by
-    # test_full_data, test_ensemble and test_init
+    # test_full_data and test_init, a 4-member periodic one by test_ensemble
     "train.ensemble_size": 2,
     "train.numeric_embedding": "none",
 }

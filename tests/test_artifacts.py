@@ -148,6 +148,31 @@ def test_model_write_and_load(tmp_path):
         model_artifact.ModelArtifact.load(tmp_path / "m")
 
 
+def test_a_model_written_before_ensembles_loads_as_one_member(tmp_path):
+    """An artifact whose model_spec.json has no ``ensemble_size`` (written before the setting
+    existed; its checksums recorded then) loads, checks and predicts as the plain MLP."""
+    tf = _transform()
+    spec = ModelSpec(tf.num_numeric_inputs, tf.cardinalities, [4], 0.0, 2, ensemble_size=1)
+    torch.manual_seed(0)
+    net = TabularMLP(spec)
+    model_artifact.write(tmp_path / "m", net.state_dict(), spec, tf, {})
+    spec_file = tmp_path / "m" / model_artifact.SPEC_FILE
+    old = json.loads(spec_file.read_text())
+    del old["ensemble_size"]
+    spec_file.write_text(json.dumps(old, indent=1))
+    meta_file = tmp_path / "m" / artifacts.METADATA
+    meta = json.loads(meta_file.read_text())
+    meta[model_artifact.CHECKSUMS][model_artifact.SPEC_FILE] = model_artifact.sha256_file(spec_file)
+    meta_file.write_text(json.dumps(meta))
+    assert model_artifact.spec_problems(old) == []
+    art = model_artifact.ModelArtifact.load(tmp_path / "m")
+    assert art.spec.ensemble_size == 1
+    x_num = torch.randn(5, tf.num_numeric_inputs)
+    x_cat = torch.zeros(5, len(tf.cardinalities), dtype=torch.long)
+    with torch.no_grad():
+        assert torch.equal(art.module()(x_num, x_cat), net.eval()(x_num, x_cat))
+
+
 def test_trained_model_artifact_loads_and_predicts_like_the_predictor(trained_model):
     art = model_artifact.ModelArtifact.load(trained_model)
     assert art.metadata["kind"] == model_artifact.KIND

@@ -91,11 +91,6 @@ def test_one_member_is_the_plain_mlp():
         TabularMLP(_spec(k=0))
 
 
-def test_artifacts_without_the_setting_load_as_one_member():
-    old = {k: v for k, v in _spec(k=1).to_dict().items() if k != "ensemble_size"}
-    assert ModelSpec(**old).ensemble_size == 1
-
-
 def _trainer_rank(rank: int, world: int, init: str, out: str, task: str) -> None:
     import torch.distributed as dist
 
@@ -194,3 +189,46 @@ def test_a_trained_ensemble_exports_to_onnx_and_serves_alike(tmp_path, stage_out
     assert float(abs(on_torch - on_onnx).max()) <= 1e-5
     spec = json.loads((out / "model_spec.json").read_text())
     assert spec["ensemble_size"] == 4 and spec["numeric_embedding"] == "periodic"
+
+
+class _ThreeHeads(torch.nn.Module):
+    """A module of a user's own that is an ensemble: ``ensemble_size`` and member outputs."""
+
+    ensemble_size = 3
+
+    def __init__(self):
+        super().__init__()
+        self.heads = torch.nn.Linear(3, 3)
+
+    def forward(self, x_num, x_cat):
+        out = self.heads(x_num)  # [N, 3]: one logit per member
+        return out if self.training else combine_members(out, "binary")
+
+
+def test_a_module_of_your_own_with_ensemble_size_trains_each_member_on_its_own(tmp_path):
+    import torch.distributed as dist
+
+    from torchkfp.config import TrainConfig
+    from torchkfp.training.loop import Trainer
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        x_num, x_cat = _inputs(128, seed=5)
+        y = (x_num[:, 1] > 0).float()
+        data = {"x_num": x_num, "x_cat": x_cat, "y": y}
+        torch.manual_seed(0)
+        model = _ThreeHeads()
+        tc = TrainConfig(epochs=2, batch_size=32, unknown_category_rate=0.0)
+        trainer = Trainer(tc, model, data, data, torch.device("cpu"), 0, 1, None)
+        assert trainer.members == 3
+        model.train()
+        with torch.no_grad():
+            m = model(x_num[:32], x_cat[:32])
+        per_member = [F.binary_cross_entropy_with_logits(m[:, i], y[:32]) for i in range(3)]
+        loss = trainer._run_batch(x_num[:32], x_cat[:32], y[:32])
+        assert float(loss) == pytest.approx(float(torch.stack(per_member).mean()), rel=1e-6)
+        trainer.train_loop()
+        val_loss, val_auc = trainer._validate()  # eval mode: the combined prediction, [N]
+        assert math.isfinite(val_loss) and val_auc > 0.8
+    finally:
+        dist.destroy_process_group()

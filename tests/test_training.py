@@ -14,6 +14,7 @@ from torchkfp.artifacts import dataset as dataset_artifact
 from torchkfp.artifacts import model as model_artifact
 from torchkfp.config import TrainConfig
 from torchkfp.errors import ArtifactError, TrainingError
+from torchkfp.model import ModelSpec, build_model
 from torchkfp.predictor import Predictor
 from torchkfp.training import (
     CHECKPOINT_ROOT_ENV,
@@ -63,6 +64,28 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
     assert lrs[-1] >= 0.1
+    assert get_lr(100, 100, 1.0, 10) == pytest.approx(0.1)  # the cosine ends at 10% of peak
+    assert get_lr(55, 100, 1.0, 10) == pytest.approx(0.55)  # halfway: (1 + 0.1) / 2
+
+
+def test_the_trainer_warms_up_over_the_first_5_percent_of_its_steps(tmp_path):
+    import torch.distributed as dist
+
+    from torchkfp.training.loop import Trainer
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        data = {
+            "x_num": torch.randn(4000, 2),
+            "x_cat": torch.zeros(4000, 1, dtype=torch.long),
+            "y": torch.zeros(4000),
+        }
+        spec = ModelSpec(2, [3], [4], 0.0, 2)
+        tc = TrainConfig(epochs=5, batch_size=100)
+        t = Trainer(tc, build_model(spec), data, data, torch.device("cpu"), 0, 1, None)
+        assert (t.steps_per_epoch, t.total_steps, t.warmup) == (40, 200, 10)
+    finally:
+        dist.destroy_process_group()
 
 
 def test_shards_are_disjoint_equal_sized_and_cover_all_rows():

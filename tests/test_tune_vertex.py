@@ -669,16 +669,20 @@ def test_vertex_wait_interrupted_says_how_to_pick_the_job_up(fake, tmp_path, mon
 def test_vertex_apply_without_wait_and_dry_run_with_wait_are_refused(fake, tmp_path):
     cfg_file = _vertex_config(tmp_path)
     out_file = tmp_path / "tuned.yaml"
-    for more in (["--apply", str(out_file)], ["--dry-run", "--apply", str(out_file)]):
-        res = CliRunner().invoke(_app(), _submit_args(cfg_file, *more))
-        assert res.exit_code == 2, res.output
-        assert f"--apply {out_file} with --vertex needs --wait" in res.output
-        assert "can only be applied once the job has ended; add --wait" in res.output
-        assert "torchkfp tune --vertex-result JOB -c CONFIG --wait --apply" in res.output
-    res = CliRunner().invoke(_app(), _submit_args(cfg_file, "--dry-run", "--wait"))
+    res = CliRunner().invoke(_app(), _submit_args(cfg_file, "--apply", str(out_file)))
     assert res.exit_code == 2, res.output
-    assert "--dry-run sends nothing, so there is no job for --wait to follow" in res.output
-    assert "drop --wait to see the request" in res.output
+    assert f"--apply {out_file} with --vertex needs --wait" in res.output
+    assert "can only be applied once the job has ended; add --wait" in res.output
+    assert "torchkfp tune --vertex-result JOB -c CONFIG --wait --apply" in res.output
+    for more, drop in (
+        (["--wait"], "drop --wait to see"),
+        (["--apply", str(out_file)], "drop --apply to see"),
+        (["--wait", "--apply", str(out_file)], "drop --wait and --apply to see"),
+    ):
+        res = CliRunner().invoke(_app(), _submit_args(cfg_file, "--dry-run", *more))
+        assert res.exit_code == 2, res.output
+        assert "--dry-run sends nothing, so there is no job to follow" in res.output
+        assert drop in res.output, res.output
     res = CliRunner().invoke(_app(), _submit_args(cfg_file, "--wait", "--apply", str(tmp_path)))
     assert res.exit_code == 2 and "is a folder: give the config file to write" in res.output
     assert fake.requests == []  # nothing was sent

@@ -207,11 +207,12 @@ def tune_cmd(
             "--wait goes with --vertex (submit the search and follow it to its end) or with "
             "--vertex-result JOB (follow a submitted job); a local search always runs to its end"
         )
-    if vertex and dry_run and wait:
+    if vertex and dry_run and (wait or apply):
+        flags = " and ".join(f for f, on in (("--wait", wait), ("--apply", apply)) if on)
         fail(
-            "--dry-run sends nothing, so there is no job for --wait to follow: drop --wait to "
-            "see the request that would be sent, or drop --dry-run to submit the job and "
-            "follow it"
+            "--dry-run sends nothing, so there is no job to follow (--wait) or to take the best "
+            f"trial of (--apply): drop {flags} to see the request that would be sent, or drop "
+            "--dry-run to submit the job"
         )
     if vertex and apply and not wait:
         fail(
@@ -412,17 +413,16 @@ def _vertex_result(
                 f"later with `{resume}`"
             ) from None
 
-    if resume is None:
+    try:
         r = call(read)
-    else:
-        try:
-            r = call(read)
-        except KeyboardInterrupt:
-            fail(
-                f"interrupted: stopped following hyperparameter tuning job {job}; it keeps "
-                f"running on Vertex AI{unwritten}: pick it up later with `{resume}`",
-                130,
-            )
+    except KeyboardInterrupt:
+        if resume is None:
+            raise
+        fail(
+            f"interrupted: stopped following hyperparameter tuning job {job}; it keeps "
+            f"running on Vertex AI{unwritten}: pick it up later with `{resume}`",
+            130,
+        )
     applied = None
     if apply:
         try:

@@ -87,7 +87,6 @@ def _model_metadata(
             "epochs_run": trainer.epoch,
             "best_epoch": trainer.best_epoch,
             "best_val_loss": trainer.best_loss,
-            "early_stopping": trainer.tc.early_stopping,
             "history": trainer.history,
             "samples_per_s": sps,
             "epoch_samples_per_s": list(trainer.throughput),
