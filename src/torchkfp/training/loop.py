@@ -387,8 +387,9 @@ class Trainer:
     @property
     def finished(self) -> bool:
         """All epochs run, or early-stopped."""
-        stops = self.tc.early_stopping != "off" and self.bad_epochs >= self.tc.patience
-        return self.epoch >= self.tc.epochs or stops
+        # with early_stopping off no epoch is ever a bad one (train_epoch), so patience never
+        # stops it
+        return self.epoch >= self.tc.epochs or self.bad_epochs >= self.tc.patience
 
     def _score(self, val_loss: float, val_metric: float | None) -> float:
         """What ``train.early_stopping`` watches, lower is better: the validation metric
@@ -425,7 +426,7 @@ class Trainer:
         score = self._score(val_loss, val_metric)
         if self.tc.early_stopping == "off":  # every epoch runs; the last one is shipped
             self.best_loss, self.best_score, self.best_epoch = val_loss, score, self.epoch
-        elif score < self.best_score - 1e-5:  # finite here: a nan/inf loss never wins
+        elif score < self.best_score - 1e-5:  # finite: non-finite losses raised above
             self.best_loss, self.best_score, self.best_epoch = val_loss, score, self.epoch
             self.bad_epochs = 0
             self.best_state = {
