@@ -232,3 +232,25 @@ def test_a_module_of_your_own_with_ensemble_size_trains_each_member_on_its_own(t
         assert math.isfinite(val_loss) and val_auc > 0.8
     finally:
         dist.destroy_process_group()
+
+
+def test_the_forward_pass_is_the_papers_formula():
+    """The periodic embeddings and the members' heads, written with einsum as in the papers:
+    the model's batched matrix products give the same numbers, in training and eval mode."""
+    torch.manual_seed(0)
+    model = build_model(_spec(k=4, numeric="periodic"))
+    x_num, x_cat = _inputs()
+    pe = model.numeric
+    z = 2 * math.pi * pe.frequencies.unsqueeze(0) * x_num.unsqueeze(-1)
+    v = torch.cat([torch.sin(z), torch.cos(z)], dim=-1)
+    num = torch.relu(torch.einsum("bnk,nkd->bnd", v, pe.weight) + pe.bias).flatten(1)
+    torch.testing.assert_close(pe(x_num), num, rtol=0, atol=1e-6)
+    parts = [num] + [emb(x_cat[:, i]) for i, emb in enumerate(model.embeddings)]
+    h = model.mlp(torch.cat(parts, dim=1).unsqueeze(1) * model.member_scale)
+    members = torch.einsum("nkw,kwo->nko", h, model.head_weight) + model.head_bias
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.train()(x_num, x_cat), members.squeeze(2), atol=1e-6, rtol=0
+        )
+        combined = combine_members(members.squeeze(2), "binary")
+        torch.testing.assert_close(model.eval()(x_num, x_cat), combined, atol=1e-6, rtol=0)

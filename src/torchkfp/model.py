@@ -139,7 +139,10 @@ class PeriodicEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, n] -> [N, n * dim]
         z = 2 * math.pi * self.frequencies.unsqueeze(0) * x.unsqueeze(-1)
         v = torch.cat([torch.sin(z), torch.cos(z)], dim=-1)
-        return torch.relu(torch.einsum("bnk,nkd->bnd", v, self.weight) + self.bias).flatten(1)
+        # [n, N, 2k] @ [n, 2k, dim]: one matrix per input (einsum "bnk,nkd->bnd", the same bmm
+        # without einsum's per-call parsing, which a one-row prediction pays for)
+        h = torch.matmul(v.transpose(0, 1), self.weight).transpose(0, 1)
+        return torch.relu(h + self.bias).flatten(1)
 
 
 class TabularMLP(nn.Module):
@@ -195,13 +198,14 @@ class TabularMLP(nn.Module):
 
     def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
         num = self.numeric(x_num) if self.numeric is not None else x_num
-        parts = [num] + [emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings)]
+        # F.embedding on each table: what nn.Embedding calls, without a module call per column
+        parts = [num] + [F.embedding(x_cat[:, i], e.weight) for i, e in enumerate(self.embeddings)]
         x = torch.cat(parts, dim=1)
         if self.member_scale is None:
             out = self.mlp(x)
             return out.squeeze(1) if self.spec.output_size == 1 else out
         h = self.mlp(x.unsqueeze(1) * self.member_scale)  # [N, k, width]
-        out = torch.einsum("nkw,kwo->nko", h, self.head_weight) + self.head_bias
+        out = torch.matmul(h.transpose(0, 1), self.head_weight).transpose(0, 1) + self.head_bias
         if self.spec.output_size == 1:
             out = out.squeeze(2)  # [N, k]
         return out if self.training else combine_members(out, self.spec.task)
