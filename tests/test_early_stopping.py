@@ -3,7 +3,6 @@
 each epoch's validation numbers are scripted, and each epoch writes its number into the
 weights, so the kept weights show which epoch was kept."""
 
-
 import pytest
 import torch
 import torch.distributed as dist
