@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from torchkfp.config import Config
+from torchkfp.config import Config, ConfigError
 from torchkfp.evaluation import evaluate_candidate
 from torchkfp.preprocess import preprocess
 from torchkfp.training import launch
@@ -63,8 +63,14 @@ def main() -> None:
         ap.error(f"unknown variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
     torch.set_num_threads(1)
     td = Path(tempfile.mkdtemp(prefix="sweep-"))
+    bad = [x for x in a.set if "=" not in x]
+    if bad:
+        ap.error(f"--set {bad[0]!r} is not KEY=VALUE, e.g. --set train.epochs=3")
     sets = {k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in a.set)}
-    base = Config().override({"train.export_onnx": False, **sets})
+    try:
+        base = Config().override({"train.export_onnx": False, **sets})
+    except ConfigError as e:
+        ap.error(str(e))
     preprocess(base.data, base.preprocess, a.dataset, td / "transform", td / "features")
     out = Path(a.out) if a.out else None
     if out:
