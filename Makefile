@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.torchkfp-installed
 ARGS ?=
+# make test: pytest-xdist workers, each running whole test files (module fixtures stay whole)
+TEST_JOBS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-unit lint format compile bench clean
@@ -26,8 +28,8 @@ install: $(STAMP) ## Create/update .venv with torch 2.13.0, the project and dev 
 run: $(STAMP) ## Run the whole DAG locally on the embedded defaults (ARGS="--set train.epochs=3")
 	$(BIN)/torchkfp run --quiet $(ARGS)
 
-test: $(STAMP) ## Run all tests (unit + integration: DDP, kfp.local, emulators, HTTP)
-	$(BIN)/python -m pytest -q $(ARGS)
+test: $(STAMP) ## Run all tests (unit + integration: DDP, kfp.local, emulators, HTTP), TEST_JOBS files at a time
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 test-unit: $(STAMP) ## Run only the fast unit tier (no integration, no slow)
 	$(BIN)/python -m pytest -q -m "not integration and not slow" $(ARGS)
