@@ -3,7 +3,8 @@
 For each runtime (``torch``, ``onnx``):
 
   (a) the model's forward pass alone on one transformed row (``model(x_num, x_cat)`` under
-      ``torch.inference_mode``; ONNX Runtime: ``session.run``);
+      ``torch.inference_mode``; ONNX Runtime: ``session.run``), in a tight loop and with other
+      work between two calls, as a server has (:func:`timed_after_other_work`);
   (b) the in-process path for one instance as the server runs it: validation
       (``InstanceValidator.columns``), transform, model, probabilities
       (``Predictor.predict_columns``), by the row-wise fast path and by the pandas path;
@@ -204,6 +205,22 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) * 1e3
 
 
+def timed_after_other_work(fn: Callable[[], Any], body: str, n: int) -> list[float]:
+    """Latencies (s) of ``fn`` when, as in a server, other work runs between two calls: before
+    each (untimed), a request body is parsed and a response encoded as JSON and 16 MB of memory
+    is read, which leaves the CPU caches holding something else."""
+    scratch = np.ones(2_000_000)
+    lat = []
+    for i in range(n + 50):
+        json.dumps(json.loads(body))
+        scratch.sum()
+        t0 = time.perf_counter()
+        fn()
+        if i >= 50:
+            lat.append(time.perf_counter() - t0)
+    return lat
+
+
 def inprocess(model: str, runtime: str, instances: list[dict[str, Any]], n: int) -> dict:
     """Latencies (s) of the in-process cases for one runtime."""
     import torch
@@ -240,6 +257,7 @@ def inprocess(model: str, runtime: str, instances: list[dict[str, Any]], n: int)
     out = timed_together(
         {"forward": forward, "fast-1": path(one, True), "pandas-1": path(one, False)}, n
     )
+    out["forward-cold"] = timed_after_other_work(forward, json.dumps({"instances": one}), n)
     hundred = instances[:100]
     fast_100 = len(hundred) <= predictor_module.FAST_PATH_MAX_ROWS
     out["batch-100"] = timed(path(hundred, fast_100), max(n // 5, 20))
@@ -320,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     labels = {
         "forward": "model forward alone, 1 row",
+        "forward-cold": "  the same, after other work",
         "fast-1": "in-process predict, 1 (fast path)",
         "pandas-1": "in-process predict, 1 (pandas)",
         "batch-100": "in-process predict, 100",
