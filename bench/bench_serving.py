@@ -2,9 +2,11 @@
 
 For each runtime (``torch``, ``onnx``):
 
-  (a) the model's forward pass alone on one transformed row (``model(x_num, x_cat)`` under
-      ``torch.inference_mode``; ONNX Runtime: ``session.run``), in a tight loop and with other
-      work between two calls, as a server has (:func:`timed_after_other_work`);
+  (a) the model's forward pass alone on one transformed row, as the predictor runs it (the
+      built-in network folded, :class:`~torchkfp.model.FoldedPrediction`, else
+      ``model(x_num, x_cat)``, under ``torch.inference_mode``; ONNX Runtime:
+      ``session.run``), in a tight loop and with other work between two calls, as a server
+      has (:func:`timed_after_other_work`);
   (b) the in-process path for one instance as the server runs it: validation
       (``InstanceValidator.columns``), transform, model, probabilities
       (``Predictor.predict_columns``), by the row-wise fast path and by the pandas path;
@@ -243,9 +245,9 @@ def inprocess(model: str, runtime: str, instances: list[dict[str, Any]], n: int)
 
         def forward() -> None:
             onnx_model(arrays["x_num"], arrays["x_cat"])
-    else:
+    else:  # what the predictor runs: the built-in network folded (FoldedPrediction)
         x_num, x_cat = torch.from_numpy(arrays["x_num"]), torch.from_numpy(arrays["x_cat"])
-        net = p.model
+        net = p._folded or p.model
 
         def forward() -> None:
             with torch.inference_mode():

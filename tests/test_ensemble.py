@@ -10,7 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchkfp.model import ModelSpec, TabularMLP, build_model, combine_members, ensemble_size
+from torchkfp.model import (
+    FoldedPrediction,
+    ModelSpec,
+    TabularMLP,
+    build_model,
+    combine_members,
+    ensemble_size,
+)
 
 
 def _spec(task="binary", out=1, k=4, numeric="none") -> ModelSpec:
@@ -254,3 +261,57 @@ def test_the_forward_pass_is_the_papers_formula():
         )
         combined = combine_members(members.squeeze(2), "binary")
         torch.testing.assert_close(model.eval()(x_num, x_cat), combined, atol=1e-6, rtol=0)
+
+
+def _eval_prediction(model: torch.nn.Module, x_num, x_cat, task: str) -> torch.Tensor:
+    """What the predictor made of the module's eval output before the folded path."""
+    out = model.eval()(x_num, x_cat)
+    if task == "binary":
+        return torch.sigmoid(out)
+    return torch.softmax(out, dim=1) if task == "multiclass" else out
+
+
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("numeric", ["none", "periodic"])
+@pytest.mark.parametrize(
+    ("task", "out", "hidden"),
+    [("binary", 1, [16, 8]), ("multiclass", 3, [16]), ("regression", 1, [16, 8, 8])],
+)
+def test_the_folded_prediction_equals_the_modules(task, out, hidden, numeric, k):
+    """FoldedPrediction (the predictor's path for the built-in network) answers what the
+    module in eval mode answers, for every task kind, member count, input embedding and depth,
+    with weights trained away from their initial values (the member scales and the biases
+    differ from their starting signs and zeros)."""
+    torch.manual_seed(0)
+    spec = _spec(task, out, k, numeric)
+    spec.hidden_sizes = hidden
+    model = build_model(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    folded = FoldedPrediction.build(model)
+    assert folded is not None
+    x_num, x_cat = _inputs(n=257)
+    with torch.inference_mode():
+        want = _eval_prediction(model, x_num, x_cat, task)
+        got = folded(x_num, x_cat)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        # one row alone, as the server predicts it, is the same row of the batch
+        torch.testing.assert_close(folded(x_num[:1], x_cat[:1]), got[:1], atol=1e-6, rtol=0)
+
+
+def test_no_folded_prediction_where_it_does_not_apply(monkeypatch):
+    """A module of the user's own, a network without hidden layers and tables above
+    FOLD_MAX_FLOATS keep the module's own forward pass (FoldedPrediction.build gives None)."""
+    from torchkfp import model as model_module
+
+    assert FoldedPrediction.build(torch.nn.Linear(3, 1)) is None
+    spec = _spec()
+    spec.hidden_sizes = []
+    assert FoldedPrediction.build(build_model(spec)) is None
+    net = build_model(_spec())
+    assert FoldedPrediction.build(net) is not None
+    # (3 numeric + 8 categorical values) * 4 members * 16 wide = 704 numbers
+    monkeypatch.setattr(model_module, "FOLD_MAX_FLOATS", 703)
+    assert FoldedPrediction.build(net) is None

@@ -8,9 +8,11 @@ transform. What comes out follows the task kind:
 - multiclass: class probabilities ``[N, K]`` in ``classes`` order;
 - regression: the predicted value in the label's own units, ``[N]``.
 
-Runtimes: ``torch`` (the network built from the weights) or ``onnx`` (the artifact's ONNX export
-on ONNX Runtime, CPU; an artifact without one is an ArtifactError naming the reason training
-recorded). Both answer alike to within the parity tolerance checked at training time (1e-5).
+Runtimes: ``torch`` (the network built from the weights; the built-in network runs as
+:class:`~torchkfp.model.FoldedPrediction`, the same function with fewer operator calls) or
+``onnx`` (the artifact's ONNX export on ONNX Runtime, CPU; an artifact without one is an
+ArtifactError naming the reason training recorded). Both answer alike to within the parity
+tolerance checked at training time (1e-5).
 
 Paths: a DataFrame goes through the vectorized pandas transform; a list of instances (dicts)
 of at most :data:`FAST_PATH_MAX_ROWS` rows goes through the row-wise transform
@@ -38,7 +40,7 @@ import torch
 
 from torchkfp.artifacts.model import ModelArtifact
 from torchkfp.errors import ArtifactError
-from torchkfp.model import output_logits
+from torchkfp.model import FoldedPrediction, output_logits
 from torchkfp.onnx_export import probabilities
 
 CHUNK = 65536
@@ -72,11 +74,13 @@ class Predictor:
         self.task = self.target.task
         self.runtime = runtime
         self.model: torch.nn.Module | None = None
+        self._folded: FoldedPrediction | None = None
         self._onnx: Any = None
         if runtime == "onnx":
             self._onnx = self._onnx_model(threads)
         else:
             self.model = self.artifact.module()
+            self._folded = FoldedPrediction.build(self.model)
         self._probe()
 
     def _onnx_model(self, threads: int | None) -> Any:
@@ -214,6 +218,9 @@ class Predictor:
         out = []
         for start in range(0, len(x_num), CHUNK):
             sl = slice(start, start + CHUNK)
+            if self._folded is not None:
+                out.append(self._folded(x_num[sl], x_cat[sl]))
+                continue
             logits = output_logits(self.model, x_num[sl], x_cat[sl])
             if self.task == "binary":
                 out.append(torch.sigmoid(logits))
