@@ -174,9 +174,3 @@ def _no_cloud_credentials(monkeypatch):
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     os.environ.setdefault("NO_GCE_CHECK", "true")
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The ``slow`` tests first (a stable sort: the rest keep their order). ``make test`` hands
-    whole files to its pytest-xdist workers in this order, so the longest file starts first
-    instead of running alone at the end while the other worker idles."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
