@@ -173,4 +173,3 @@ def _no_cloud_credentials(monkeypatch):
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     os.environ.setdefault("NO_GCE_CHECK", "true")
-
