@@ -315,3 +315,20 @@ def test_no_folded_prediction_where_it_does_not_apply(monkeypatch):
     # (3 numeric + 8 categorical values) * 4 members * 16 wide = 704 numbers
     monkeypatch.setattr(model_module, "FOLD_MAX_FLOATS", 703)
     assert FoldedPrediction.build(net) is None
+
+
+@pytest.mark.parametrize(("num_numeric", "cardinalities"), [(0, [5, 3]), (3, [])])
+def test_the_folded_prediction_without_numeric_or_categorical_inputs(num_numeric, cardinalities):
+    """A table with only categorical or only numeric features folds too."""
+    torch.manual_seed(0)
+    spec = _spec(k=4, numeric="periodic")
+    spec.num_numeric, spec.cardinalities = num_numeric, cardinalities
+    model = build_model(spec).eval()
+    folded = FoldedPrediction.build(model)
+    assert folded is not None
+    g = torch.Generator().manual_seed(1)
+    x_num = torch.randn(32, num_numeric, generator=g)
+    x_cat = torch.randint(0, 3, (32, len(cardinalities)), generator=g)
+    with torch.inference_mode():
+        want = torch.sigmoid(model(x_num, x_cat))
+        torch.testing.assert_close(folded(x_num, x_cat), want, atol=1e-5, rtol=1e-5)
