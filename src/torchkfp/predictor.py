@@ -12,7 +12,8 @@ Runtimes: ``torch`` (the network built from the weights; the built-in network ru
 :class:`~torchkfp.model.FoldedPrediction`, the same function with fewer operator calls) or
 ``onnx`` (the artifact's ONNX export on ONNX Runtime, CPU; an artifact without one is an
 ArtifactError naming the reason training recorded). Both answer alike to within the parity
-tolerance checked at training time (1e-5).
+tolerance checked at training time (1e-5), the folding adding float32 rounding (a maximum of
+1.8e-7 on 4,096 random rows of the default network).
 
 Paths: a DataFrame goes through the vectorized pandas transform; a list of instances (dicts)
 of at most :data:`FAST_PATH_MAX_ROWS` rows goes through the row-wise transform
