@@ -112,6 +112,14 @@ def dag_run(tmp_path_factory, warehouse_path) -> dict:
     return {"config": cfg, "config_file": cfg_file, "summary": summary, "stdout": p.stdout}
 
 
+def dataset_dir(summary: dict) -> str:
+    """The ingest stage's Dataset artifact of a DAG run (from its run summary)."""
+    import json
+
+    out = json.loads((Path(summary["run_dir"]) / "ingest" / "executor_output.json").read_text())
+    return out["artifacts"]["dataset"]["artifacts"][0]["uri"]
+
+
 TESTS = Path(__file__).resolve().parent
 TASK_FEATURES = {
     "data.numeric_features": ["dep_hour", "distance"],

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import make_config
+from conftest import dataset_dir, make_config
 
 from torchkfp.evaluation import evaluate_candidate
 
@@ -52,9 +52,12 @@ def task_model(request, task_kind_run) -> dict:
     cfg = run["config"].override(
         {"evaluate.slice_columns": ["origin", "carrier"], "evaluate.slice_min_examples": 300}
     )
-    ingest = json.loads((Path(summary["run_dir"]) / "ingest" / "executor_output.json").read_text())
-    dataset = ingest["artifacts"]["dataset"]["artifacts"][0]["uri"]
-    return {"kind": kind, "cfg": cfg, "model": summary["model"]["path"], "dataset": dataset}
+    return {
+        "kind": kind,
+        "cfg": cfg,
+        "model": summary["model"]["path"],
+        "dataset": dataset_dir(summary),
+    }
 
 
 def test_the_report_of_each_task_kind(task_model, tmp_path):

@@ -4,14 +4,13 @@ and the arrival delay in minutes), one with the user's own nn.Module (the runs: 
 tests/test_pipeline_local.py."""
 
 import contextlib
-import json
 import os
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import make_config
+from conftest import dataset_dir, make_config
 from torchkfp.pipelines.local import run_local
 
 from torchkfp.artifacts import dataset as dataset_artifact
@@ -35,11 +34,6 @@ def served(model_dir: str, log: Path):
             yield client
     finally:
         server.stop()
-
-
-def dataset_dir(summary: dict) -> str:
-    out = json.loads((Path(summary["run_dir"]) / "ingest" / "executor_output.json").read_text())
-    return out["artifacts"]["dataset"]["artifacts"][0]["uri"]
 
 
 def test_multiclass_with_a_custom_module(tmp_path, task_kind_run):

@@ -252,7 +252,8 @@ class FoldedPrediction:
         )
         w = first.weight.unsqueeze(0) * scale.unsqueeze(1)  # [k, width, in]: W * s_m
         numeric_width = spec.num_numeric
-        if isinstance(model.numeric, PeriodicEmbedding):
+        self.periodic = isinstance(model.numeric, PeriodicEmbedding)
+        if self.periodic:
             numeric_width = model.numeric.bias.numel()
             freq = 2 * math.pi * model.numeric.frequencies
             self.frequencies = torch.cat([freq, freq], dim=1).unsqueeze(0)  # [1, n, 2f]
@@ -261,7 +262,6 @@ class FoldedPrediction:
             ).unsqueeze(0)
             self.periodic_weight = model.numeric.weight
             self.periodic_bias = model.numeric.bias
-        self.periodic = isinstance(model.numeric, PeriodicEmbedding)
         # [numeric inputs, k * width]: column block m is member m's first layer
         self.numeric_weight = (
             w[:, :, :numeric_width].permute(2, 0, 1).reshape(numeric_width, k * width)
